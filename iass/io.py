@@ -1,0 +1,110 @@
+"""Atomic file writes and stable hashing, shared by every writer in the project.
+
+Every artifact is written to a temporary file in the destination folder and renamed into place,
+so a partial file is never visible under its final name (a kill leaves only ``*.tmp-*`` litter,
+which :func:`clean_temp_files` removes on the next run).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+TMP_MARK = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success fsync and rename it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + TMP_MARK, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_wav(path: str | os.PathLike, audio, sample_rate: int, subtype: str = "FLOAT") -> None:
+    """Write ``audio`` (frames x channels) as WAV atomically. FLOAT keeps stems summing exactly."""
+    import soundfile as sf
+
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), audio, sample_rate, subtype=subtype, format="WAV")
+
+
+def atomic_write_parquet(path: str | os.PathLike, table) -> None:
+    """Write a polars DataFrame or pyarrow Table to Parquet atomically (zstd, no timestamps)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        table = table.to_arrow()
+    with atomic_path(path) as tmp:
+        pq.write_table(table, str(tmp), compression="zstd")
+
+
+def clean_temp_files(root: str | os.PathLike) -> int:
+    """Remove temp files left by a killed writer under ``root``; return how many."""
+    n = 0
+    for p in Path(root).rglob(f"*{TMP_MARK}*"):
+        if p.is_file():
+            p.unlink()
+            n += 1
+    return n
+
+
+def file_digest(path: str | os.PathLike, algo: str = "sha256", chunk: int = 1 << 20) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stable_hash(obj: Any, n: int | None = None) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys): the same on every machine."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
+    digest = hashlib.sha256(blob).hexdigest()
+    return digest[:n] if n else digest
+
+
+def array_digest(array) -> str:
+    """sha256 of an array's dtype, shape and bytes."""
+    import numpy as np
+
+    a = np.ascontiguousarray(array)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def buffer_to_bytes(write_fn) -> bytes:
+    buf = io.BytesIO()
+    write_fn(buf)
+    return buf.getvalue()

@@ -1,0 +1,340 @@
+"""The corpus format: ONE module that the corpus writer and every reader import.
+
+Layout of a built corpus (``datasets/corpus/`` by default)::
+
+    manifest.json                 corpus version, taxonomy hash, params, counts, code version
+    taxonomy.yaml                 copy of the taxonomy the corpus was built with
+    tracks.parquet                one row per track           (TRACKS_SCHEMA)
+    stems.parquet                 one row per (track, canonical instrument) with audio (STEMS_SCHEMA)
+    activity/part-<shard>.parquet one row per (track, instrument present, frame) (ACTIVITY_SCHEMA)
+    rejects.parquet               quarantined tracks and why  (REJECTS_SCHEMA)
+    audio/<shard>/<track_id>/mixture.wav, <instrument>.wav   44.1 kHz stereo float WAV
+
+Frames follow the model's STFT with ``center=True``: frame ``t`` is centred on sample
+``t * hop`` and a track of ``n`` samples has ``n // hop + 1`` frames (``torch.stft`` convention).
+
+Activity semantics: for an instrument with a row, ``active`` is True/False per frame (null where
+unknown). An instrument of the taxonomy with no row in a track is silent (inactive) in it, unless
+it is listed in the track's ``unknown_instruments`` (the corpus does not say: MUSDB's ``other``
+may hold guitars, pianos, ...), in which case both its audio and its activity are unknown.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+SAMPLE_RATE = 44100
+CHANNELS = 2
+
+TRACKS_SCHEMA = pa.schema(
+    [
+        ("track_id", pa.string()),
+        ("source", pa.string()),          # medleydb | mixing_secrets | musdb | synth
+        ("native_id", pa.string()),       # the corpus' own id
+        ("artist", pa.string()),
+        ("title", pa.string()),
+        ("song_key", pa.string()),        # normalised artist+title (cross-corpus dedup key)
+        ("split", pa.string()),           # train | valid | test
+        ("shard", pa.string()),
+        ("sample_rate", pa.int32()),
+        ("num_samples", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("num_frames", pa.int32()),
+        ("hop", pa.int32()),
+        ("mixture_path", pa.string()),    # relative to the corpus root
+        ("mixture_is_sum", pa.bool_()),   # True: no usable mixture in the source; sum of stems
+        ("mixture_residual_db", pa.float64()),  # energy of (mixture - sum of stems) vs mixture, dB
+        ("mixture_sha256", pa.string()),
+        ("fingerprint", pa.string()),     # audio fingerprint of the mixture (dedup key 2)
+        ("instruments", pa.list_(pa.string())),          # canonical instruments with audio
+        ("unknown_instruments", pa.list_(pa.string())),  # not annotated by the source corpus
+        ("activity_method", pa.string()), # activation_conf | medleydb_lab | notes
+        ("input_digest", pa.string()),    # fingerprint of the source files + params (cache key)
+        ("warnings", pa.list_(pa.string())),
+    ]
+)
+
+STEMS_SCHEMA = pa.schema(
+    [
+        ("track_id", pa.string()),
+        ("instrument", pa.string()),      # canonical instrument
+        ("path", pa.string()),            # relative to the corpus root
+        ("sha256", pa.string()),
+        ("num_samples", pa.int64()),
+        ("source_stems", pa.list_(pa.string())),   # source stem ids summed into this file
+        ("source_labels", pa.list_(pa.string())),  # the corpus' own labels of those stems
+        ("annotated", pa.bool_()),
+        ("rms_db", pa.float64()),
+    ]
+)
+
+ACTIVITY_SCHEMA = pa.schema(
+    [
+        ("track_id", pa.string()),
+        ("instrument", pa.string()),
+        ("frame", pa.int32()),
+        ("active", pa.bool_()),           # null = unknown
+        ("confidence", pa.float32()),     # activation confidence 0..1 (1/0 for exact labels)
+    ]
+)
+
+REJECTS_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("native_id", pa.string()),
+        ("path", pa.string()),
+        ("stage", pa.string()),           # discover | read | validate | load | harmonize | label | split
+        ("reason", pa.string()),
+    ]
+)
+
+
+# ---------------------------------------------------------------------------------- identities
+def slugify(text: str, max_len: int = 48) -> str:
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    return text[:max_len].strip("-") or "track"
+
+
+def make_track_id(source: str, native_id: str) -> str:
+    """Stable id from (source corpus, native id): readable slug + 8 hex of a hash. Never a path."""
+    digest = hashlib.sha256(f"{source}\0{native_id}".encode("utf-8")).hexdigest()[:8]
+    return f"{source}-{slugify(native_id)}-{digest}"
+
+
+def shard_of(track_id: str, num_shards: int) -> str:
+    """Shard by a hash of the track id, so adding a track touches one shard."""
+    h = int(hashlib.sha256(track_id.encode("utf-8")).hexdigest()[:8], 16)
+    return f"{h % num_shards:03d}"
+
+
+def num_frames(num_samples: int, hop: int) -> int:
+    """Frames of a centred STFT (torch.stft center=True): n // hop + 1."""
+    return int(num_samples) // int(hop) + 1
+
+
+def frame_centers(n_frames: int, hop: int) -> np.ndarray:
+    """Sample index at the centre of each frame."""
+    return np.arange(n_frames, dtype=np.int64) * int(hop)
+
+
+# --------------------------------------------------------------------------------------- paths
+class CorpusLayout:
+    """Where each artifact lives under a corpus root."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    manifest = property(lambda self: self.root / "manifest.json")
+    taxonomy = property(lambda self: self.root / "taxonomy.yaml")
+    tracks = property(lambda self: self.root / "tracks.parquet")
+    stems = property(lambda self: self.root / "stems.parquet")
+    rejects = property(lambda self: self.root / "rejects.parquet")
+    activity_dir = property(lambda self: self.root / "activity")
+    audio_dir = property(lambda self: self.root / "audio")
+
+    def activity_part(self, shard: str) -> Path:
+        return self.activity_dir / f"part-{shard}.parquet"
+
+    def track_dir(self, shard: str, track_id: str) -> Path:
+        return self.audio_dir / shard / track_id
+
+    def rel_audio(self, shard: str, track_id: str, name: str) -> str:
+        """Relative path of ``mixture`` or an instrument's WAV (as stored in the tables)."""
+        return f"audio/{shard}/{track_id}/{name}.wav"
+
+
+# -------------------------------------------------------------------------------------- reader
+class Corpus:
+    """Read-only view of a built corpus. Tables are small and loaded once; audio and activity
+    are read lazily per track (partial WAV reads), so memory does not grow with the corpus."""
+
+    def __init__(self, root: str | Path):
+        self.layout = CorpusLayout(root)
+        self.root = self.layout.root
+        if not self.layout.manifest.exists():
+            raise FileNotFoundError(f"{self.root}: not a built corpus (no manifest.json)")
+        self.manifest = json.loads(self.layout.manifest.read_text())
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{self.layout.manifest}: corpus format {self.manifest.get('format_version')} "
+                f"!= supported {FORMAT_VERSION}; rebuild the corpus"
+            )
+        self._activity_cache: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+
+    # tables -----------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return self.manifest["corpus_version"]
+
+    @property
+    def hop(self) -> int:
+        return int(self.manifest["params"]["hop"])
+
+    @cached_property
+    def tracks(self):
+        import polars as pl
+
+        return pl.read_parquet(self.layout.tracks)
+
+    @cached_property
+    def stems(self):
+        import polars as pl
+
+        return pl.read_parquet(self.layout.stems)
+
+    @cached_property
+    def rejects(self):
+        import polars as pl
+
+        if not self.layout.rejects.exists():
+            return pl.DataFrame(schema=pl.Schema(pl.from_arrow(REJECTS_SCHEMA.empty_table()).schema))
+        return pl.read_parquet(self.layout.rejects)
+
+    @cached_property
+    def taxonomy(self):
+        from iass.pipelines.taxonomy import load_taxonomy
+
+        return load_taxonomy(self.layout.taxonomy)
+
+    @cached_property
+    def _track_rows(self) -> dict[str, dict]:
+        return {r["track_id"]: r for r in self.tracks.iter_rows(named=True)}
+
+    @cached_property
+    def _stem_paths(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for r in self.stems.iter_rows(named=True):
+            out.setdefault(r["track_id"], {})[r["instrument"]] = r["path"]
+        return out
+
+    def track_ids(self, split: str | None = None, source: str | None = None) -> list[str]:
+        df = self.tracks
+        if split is not None:
+            df = df.filter(df["split"] == split)
+        if source is not None:
+            df = df.filter(df["source"] == source)
+        return sorted(df["track_id"].to_list())
+
+    def track(self, track_id: str) -> dict:
+        return self._track_rows[track_id]
+
+    # targets ----------------------------------------------------------------------------
+    def target_known(self, track_id: str, target: str) -> bool:
+        """False when the source corpus does not tell this target's audio apart (MUSDB piano)."""
+        unknown = set(self.track(track_id)["unknown_instruments"] or ())
+        return not any(i in unknown for i in self.taxonomy.descendants(target))
+
+    def target_instruments(self, track_id: str, target: str) -> list[str]:
+        """Instruments of this track whose stems make up ``target``."""
+        present = self._stem_paths.get(track_id, {})
+        return [i for i in self.taxonomy.descendants(target) if i in present]
+
+    # audio ------------------------------------------------------------------------------
+    def _read_wav(self, rel: str, start: int, frames: int | None) -> np.ndarray:
+        import soundfile as sf
+
+        data, sr = sf.read(
+            str(self.root / rel), start=start, frames=-1 if frames is None else frames,
+            dtype="float32", always_2d=True, fill_value=0.0 if frames is not None else None,
+        )
+        return data
+
+    def read_mixture(self, track_id: str, start: int = 0, frames: int | None = None) -> np.ndarray:
+        """(frames, 2) float32."""
+        return self._read_wav(self.track(track_id)["mixture_path"], start, frames)
+
+    def read_instrument(self, track_id: str, instrument: str, start: int = 0,
+                        frames: int | None = None) -> np.ndarray:
+        """One canonical instrument's summed stems; zeros when the track has none."""
+        rel = self._stem_paths.get(track_id, {}).get(instrument)
+        if rel is None:
+            n = frames if frames is not None else self.track(track_id)["num_samples"] - start
+            return np.zeros((max(int(n), 0), CHANNELS), dtype=np.float32)
+        return self._read_wav(rel, start, frames)
+
+    def read_target(self, track_id: str, target: str, start: int = 0,
+                    frames: int | None = None) -> np.ndarray:
+        """Sum of the stems of ``target`` and its descendants (zeros when silent)."""
+        n = frames if frames is not None else self.track(track_id)["num_samples"] - start
+        out = np.zeros((max(int(n), 0), CHANNELS), dtype=np.float32)
+        for inst in self.target_instruments(track_id, target):
+            out += self.read_instrument(track_id, inst, start, n)
+        return out
+
+    # activity ---------------------------------------------------------------------------
+    def _activity_rows(self, track_id: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """instrument -> (active float32 with NaN for unknown, confidence float32)."""
+        if track_id in self._activity_cache:
+            return self._activity_cache[track_id]
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        row = self.track(track_id)
+        table = pq.read_table(
+            self.layout.activity_part(row["shard"]), filters=pc.field("track_id") == track_id
+        )
+        n = int(row["num_frames"])
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        inst_col = table.column("instrument").to_pylist()
+        frames = table.column("frame").to_numpy()
+        active = table.column("active").to_pylist()
+        conf = table.column("confidence").to_numpy(zero_copy_only=False)
+        by_inst: dict[str, list[int]] = {}
+        for idx, inst in enumerate(inst_col):
+            by_inst.setdefault(inst, []).append(idx)
+        for inst, idxs in by_inst.items():
+            a = np.full(n, np.nan, dtype=np.float32)
+            c = np.full(n, np.nan, dtype=np.float32)
+            sel = np.asarray(idxs)
+            vals = np.array([np.nan if active[i] is None else float(active[i]) for i in idxs],
+                            dtype=np.float32)
+            a[frames[sel]] = vals
+            c[frames[sel]] = conf[sel]
+            out[inst] = (a, c)
+        if len(self._activity_cache) > 256:  # bounded: readers stream over many tracks
+            self._activity_cache.clear()
+        self._activity_cache[track_id] = out
+        return out
+
+    def read_activity(self, track_id: str, names: Sequence[str]) -> np.ndarray:
+        """(len(names), num_frames) float32: 1 active, 0 inactive, NaN unknown.
+
+        A name may be any taxonomy node: a group is active where any instrument under it is,
+        and unknown where the corpus does not annotate it (see :meth:`target_known`)."""
+        row = self.track(track_id)
+        n = int(row["num_frames"])
+        rows = self._activity_rows(track_id)
+        out = np.zeros((len(names), n), dtype=np.float32)
+        for k, name in enumerate(names):
+            if not self.target_known(track_id, name):
+                out[k] = np.nan
+                continue
+            for inst in self.taxonomy.descendants(name):
+                if inst in rows:
+                    a = rows[inst][0]
+                    # OR with NaN propagation only where nothing is known to be active
+                    out[k] = np.where(np.isnan(a), np.where(out[k] == 1, 1, np.nan),
+                                      np.maximum(np.nan_to_num(out[k], nan=0.0), a))
+        return out
+
+    def activity_frame(self, track_id: str):
+        """The track's activity rows as a polars DataFrame."""
+        import polars as pl
+
+        row = self.track(track_id)
+        return (pl.scan_parquet(self.layout.activity_part(row["shard"]))
+                .filter(pl.col("track_id") == track_id).collect())
+
+
+def iter_activity_parts(root: str | Path) -> Iterable[Path]:
+    return sorted(CorpusLayout(root).activity_dir.glob("part-*.parquet"))
