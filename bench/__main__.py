@@ -1,0 +1,72 @@
+"""Run every benchmark in bench/ and write bench/results.md (ratios, and the machine they ran on)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="*", help="bench module names (default: all)")
+    parser.add_argument("--out", default=str(HERE / "results.md"))
+    args = parser.parse_args(argv)
+    names = args.names or sorted(p.stem for p in HERE.glob("bench_*.py"))
+    sections, failed = [], 0
+    for name in names:
+        name = name if name.startswith("bench_") else f"bench_{name}"
+        print(f"== {name}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            result = importlib.import_module(f"bench.{name}").main()
+            status = "ok"
+        except Exception:  # a broken benchmark is reported, the others still run
+            traceback.print_exc()
+            result, status, failed = {"error": traceback.format_exc(limit=3)}, "FAILED", failed + 1
+        wall = time.perf_counter() - t0
+        rows = "\n".join(f"| {k} | {fmt(v)} |" for k, v in (result or {}).items())
+        sections.append(f"## {name} ({status}, {wall:.1f} s)\n\n| metric | value |\n|---|---|\n{rows}\n")
+    info = machine()
+    header = (
+        "# Benchmark results\n\nWritten by `make bench` (`python -m bench`). Ratios compare against a "
+        "baseline measured in the same run on the same machine.\n\nMachine: "
+        + ", ".join(f"{k} {v}" for k, v in info.items())
+        + f"\n\nRun at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
+    )
+    Path(args.out).write_text(header + "\n".join(sections))
+    print(f"wrote {args.out}; {len(names) - failed}/{len(names)} benchmarks ran")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parent))
+    sys.exit(main())
