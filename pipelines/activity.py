@@ -160,6 +160,16 @@ def read_activation_lab(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndar
     return data[:, 0], {h: data[:, i] for i, h in enumerate(header) if i > 0}
 
 
+def exact_lab_times(times: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The .lab's times are rounded to 0.1 ms; when they sit on a regular hop (2048 samples in
+    MedleyDB), use the exact frame times t * hop / sr so resampling does not drift."""
+    if len(times) < 2:
+        return times
+    hop = int(round(float(times[-1] - times[0]) / (len(times) - 1) * sample_rate))
+    exact = times[0] + np.arange(len(times)) * hop / sample_rate
+    return exact if hop > 0 and np.max(np.abs(exact - times)) < 1e-4 else times
+
+
 def resample_confidence(times: np.ndarray, values: np.ndarray, n_frames: int, hop: int,
                         sample_rate: int) -> np.ndarray:
     """Linear interpolation of a confidence curve onto our frame centres t*hop/sr (ends held)."""
@@ -173,6 +183,7 @@ def confidence_from_lab(path: str | Path, stems_of: Mapping[str, Sequence[str]],
 
     Stem ids may be 'S01' or '1'/'01'; an instrument is as active as its most active stem."""
     times, cols = read_activation_lab(path)
+    times = exact_lab_times(times, sample_rate)
     norm = {_stem_key(k): v for k, v in cols.items()}
     out = {}
     for inst, stems in stems_of.items():
@@ -215,12 +226,17 @@ def intervals_to_frames(intervals: Iterable[tuple[float, float]], n_frames: int,
 def read_note_labels(path: str | Path) -> dict[str, list[tuple[float, float]]]:
     """Exact activity intervals of a synthesized track, keyed by stem id (or instrument).
 
-    Accepts CSV with a header containing ``start``/``end`` (or ``onset``/``offset``) and a key
+    Accepts Parquet or CSV with a key column (``stem``, ``stem_id``, ``instrument`` or ``track``)
+    and ``onset_s``/``offset_s`` (or ``start``/``end``, ``onset``/``offset``), as the synthesizer's
+    ``notes.parquet``; or JSON ``{key: [[on, off], ...]}`` (also ``{"stems": {key: ...}}``).
+    CSV: a header containing containing ``start``/``end`` (or ``onset``/``offset``) and a key
     column (``stem``, ``stem_id``, ``instrument`` or ``track``), or JSON ``{key: [[on, off], ...]}``
     (also ``{"stems": {key: ...}}``)."""
     import json
 
     path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        return _note_labels_parquet(path)
     try:
         text = path.read_text()
     except OSError as exc:
@@ -246,4 +262,26 @@ def read_note_labels(path: str | Path) -> dict[str, list[tuple[float, float]]]:
         raise ValueError(f"{path}: expected columns stem|instrument, start, end; got {list(rows[0])}")
     for r in rows:
         out.setdefault(r[key_col].strip(), []).append((float(r[on_col]), float(r[off_col])))
+    return out
+
+
+def _note_labels_parquet(path: Path) -> dict[str, list[tuple[float, float]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise ValueError(f"{path}: unreadable note labels ({str(exc).splitlines()[0]})") from None
+    cols = {c.lower(): c for c in table.column_names}
+    key_col = next((cols[c] for c in ("stem_id", "stem", "instrument", "track") if c in cols), None)
+    on_col = next((cols[c] for c in ("onset_s", "start", "onset", "start_s") if c in cols), None)
+    off_col = next((cols[c] for c in ("offset_s", "end", "offset", "end_s") if c in cols), None)
+    if not (key_col and on_col and off_col):
+        raise ValueError(f"{path}: expected columns instrument, onset_s, offset_s; got {table.column_names}")
+    out: dict[str, list[tuple[float, float]]] = {}
+    keys = table.column(key_col).to_pylist()
+    ons = table.column(on_col).to_pylist()
+    offs = table.column(off_col).to_pylist()
+    for k, on, off in zip(keys, ons, offs):
+        out.setdefault(str(k), []).append((float(on), float(off)))
     return out

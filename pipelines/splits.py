@@ -237,8 +237,13 @@ def find_duplicates(tracks: Sequence[SplitTrack], use_fingerprint: bool = True,
 
 
 def assign_splits(tracks: Sequence[SplitTrack], seed: int = 0, valid_fraction: float = 0.15,
-                  test_fraction: float = 0.2, use_fingerprint: bool = True) -> SplitResult:
-    """Apply the split rules of the module docstring to every track of the build."""
+                  test_fraction: float = 0.2, use_fingerprint: bool = True,
+                  song_level_artists: Iterable[str] = ()) -> SplitResult:
+    """Apply the split rules of the module docstring to every track of the build.
+
+    ``song_level_artists``: names that are not one act (the synthesizer's 'iass synth', a
+    library like 'Music Delta'); their songs are split one by one instead of artist-disjoint,
+    which would otherwise put all of them into a single split."""
     tracks = sorted(tracks, key=lambda t: t.track_id)
     for t in tracks:
         if not t.keys:
@@ -265,7 +270,13 @@ def assign_splits(tracks: Sequence[SplitTrack], seed: int = 0, valid_fraction: f
             reasons[i] = ("declared" if i == winner.track_id
                           else f"same song as {winner.source}:{winner.native_id}")
     # 3: artist-disjoint for the rest; an artist follows its forced songs' majority split
-    artist_of = {t.track_id: artist_key(t.source, t.native_id, t.artist) for t in tracks}
+    song_level = {_squash(_ascii(a)) for a in song_level_artists}
+    artist_of = {}
+    for t in tracks:
+        key = artist_key(t.source, t.native_id, t.artist)
+        if song_level and (key in song_level or _squash(_ascii(t.artist)) in song_level):
+            key = f"song:{group_of[t.track_id]}"
+        artist_of[t.track_id] = key
     forced_by_artist: dict[str, Counter] = defaultdict(Counter)
     for i, s in split.items():
         forced_by_artist[artist_of[i]][s] += 1

@@ -112,3 +112,148 @@ def _load_taxonomy_cached(path_str: str) -> Taxonomy:
     for t in tax.targets:
         tax.check(t)
     return tax
+
+
+# --------------------------------------------------------------------------------------------
+# Source label maps: datasets/sources/<source>.yaml (source label -> canonical instrument)
+# --------------------------------------------------------------------------------------------
+
+
+def normalize_label(label: object) -> str:
+    """The form labels are matched in: white space collapsed, case folded.
+
+    Corpora spell one label many ways ('KickTrigger', 'kicktrigger', 'DrumLoop '), so one map
+    entry covers them all.
+    """
+    return " ".join(str(label).split()).casefold()
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """One source's label map and registry entry (``datasets/sources/<source>.yaml``)."""
+
+    source: str
+    path: Path
+    labels: dict[str, str]              # normalized source label -> canonical instrument
+    unannotated: frozenset[str]         # normalized labels whose stems' content is unknown
+    layout: dict                        # adapter options (constructor kwargs override them)
+    description: str
+    doc: dict                           # the whole yaml (validation lists, ...)
+    sha256: str
+
+    def lookup(self, label: object, *, track: str | None = None) -> str:
+        key = normalize_label(label)
+        try:
+            return self.labels[key]
+        except KeyError:
+            where = f" (track {track})" if track else ""
+            raise TaxonomyError(
+                f"unmapped {self.source} label {str(label)!r}{where}: add it to {self.path} "
+                f"under 'labels:' with a canonical instrument of the taxonomy"
+            ) from None
+
+    def is_annotated(self, labels) -> bool:
+        """False when the stem's primary label says its content is not described."""
+        labels = _as_label_list(labels)
+        return not labels or normalize_label(labels[0]) not in self.unannotated
+
+
+def label_map_path(source: str) -> Path:
+    return REGISTRY_DIR / "sources" / f"{source}.yaml"
+
+
+def load_label_map(source: str, path: str | Path | None = None) -> LabelMap:
+    """The label map of ``source`` (cached; checked against the taxonomy)."""
+    path = Path(path) if path else label_map_path(source)
+    return _load_label_map_cached(source, str(path.resolve()))
+
+
+@lru_cache(maxsize=32)
+def _load_label_map_cached(source: str, path_str: str) -> LabelMap:
+    path = Path(path_str)
+    if not path.is_file():
+        raise TaxonomyError(f"{path}: no label map for source {source!r} (expected this file)")
+    raw = path.read_bytes()
+    try:
+        doc = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise TaxonomyError(f"{path}: not valid YAML ({_one_line(exc)})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("labels"), dict):
+        raise TaxonomyError(f"{path}: expected a mapping with a 'labels:' mapping")
+    tax = load_taxonomy()
+    labels: dict[str, str] = {}
+    for label, canonical in doc["labels"].items():
+        key = normalize_label("" if label is None else label)
+        if not isinstance(canonical, str) or canonical not in tax:
+            raise TaxonomyError(
+                f"{path}: label {label!r} maps to {canonical!r}, which is not a canonical "
+                f"instrument of {tax.path}"
+            )
+        if key in labels and labels[key] != canonical:
+            raise TaxonomyError(
+                f"{path}: label {label!r} is listed twice (as spellings of {key!r}) with "
+                f"different instruments ({labels[key]!r}, {canonical!r})"
+            )
+        labels[key] = canonical
+    unannotated = frozenset(normalize_label(x) for x in (doc.get("unannotated") or []))
+    unknown = sorted(u for u in unannotated if u not in labels)
+    if unknown:
+        raise TaxonomyError(f"{path}: 'unannotated' lists labels that are not mapped: {unknown}")
+    layout = doc.get("layout") or {}
+    if not isinstance(layout, dict):
+        raise TaxonomyError(f"{path}: 'layout:' must be a mapping")
+    return LabelMap(
+        source=source,
+        path=path,
+        labels=labels,
+        unannotated=unannotated,
+        layout=dict(layout),
+        description=str(doc.get("description", "")),
+        doc=doc,
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _as_label_list(labels) -> list[str]:
+    if labels is None:
+        return []
+    if isinstance(labels, (str, int, float)):
+        return [str(labels)]
+    return [("" if x is None else str(x)) for x in labels]
+
+
+def map_label(source: str, label: object, *, track: str | None = None) -> str:
+    """Canonical instrument of one source label; TaxonomyError naming label, track and yaml."""
+    return load_label_map(source).lookup(label, track=track)
+
+
+def stem_instrument(source: str, labels, track: str | None = None) -> str:
+    """Canonical instrument of a stem from its (possibly list-valued) source labels.
+
+    Every label must map (a typo anywhere in the list is an error); the first, primary label
+    decides, as in MedleyDB where ['male singer', 'vocalists'] is a lead singer.
+    """
+    label_list = _as_label_list(labels)
+    if not label_list:
+        lm = load_label_map(source)
+        where = f" (track {track})" if track else ""
+        raise TaxonomyError(f"{source} stem without an instrument label{where}; see {lm.path}")
+    mapped = [map_label(source, lab, track=track) for lab in label_list]
+    return mapped[0]
+
+
+def label_map_hash(source: str) -> str:
+    """sha256 of the source's label map file (recorded in corpus manifests)."""
+    return load_label_map(source).sha256
+
+
+def registry_hash(sources) -> str:
+    """One hash over the taxonomy and the label maps of ``sources`` (order-independent)."""
+    h = hashlib.sha256(load_taxonomy().sha256.encode())
+    for source in sorted(sources):
+        h.update(f"\0{source}\0{label_map_hash(source)}".encode())
+    return h.hexdigest()

@@ -47,6 +47,8 @@ class SourceStem:
     annotated: bool = True          # False: the corpus does not say which instruments are inside
                                     # (MUSDB 'other') -> activity of what it may hold is unknown
     stream: int | None = None       # stream index inside a multi-stream file (MUSDB .stem.mp4)
+    # extra['instrument']: the canonical instrument (taxonomy.stem_instrument of `labels`), set by
+    # the real adapters; MedleyDB-format adapters add 'component' and 'raw_labels'
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -98,15 +100,38 @@ class SourceAdapter(abc.ABC):
         Empty list = valid. The default checks every referenced file exists inside the root and
         its header is readable; adapters extend it.
         """
-        from iass.pipelines.audio import validate_track_files
+        from iass.pipelines.audio import DEFAULT_MAX_PAD_SECONDS, validate_track_files
 
-        return validate_track_files(track)
+        options = getattr(self, "options", None) or {}
+        return validate_track_files(track, float(options.get("max_pad_seconds", DEFAULT_MAX_PAD_SECONDS)))
 
     def load(self, track: SourceTrack, sample_rate: int = 44100) -> TrackAudio:
         """Decode and validate every stem (and the mixture). Raises TrackError."""
-        from iass.pipelines.audio import load_track_audio
+        from iass.pipelines.audio import DEFAULT_MAX_PAD_SECONDS, load_track_audio
 
-        return load_track_audio(track, sample_rate)
+        options = getattr(self, "options", None) or {}
+        return load_track_audio(
+            track, sample_rate, float(options.get("max_pad_seconds", DEFAULT_MAX_PAD_SECONDS))
+        )
+
+
+def adapter_options(source: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An adapter's options: the ``layout:`` section of its label map, then ``overrides``.
+
+    Unknown override keys are an error (a typo must not be silently ignored).
+    """
+    from iass.pipelines.taxonomy import load_label_map
+
+    label_map = load_label_map(source)
+    options = dict(label_map.layout)
+    for key, value in (overrides or {}).items():
+        if key not in options:
+            raise ValueError(
+                f"unknown option {key!r} for source {source!r}; known: {', '.join(sorted(options))} "
+                f"(the 'layout:' section of {label_map.path})"
+            )
+        options[key] = value
+    return options
 
 
 _REGISTRY = {
@@ -121,10 +146,12 @@ def source_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def get_adapter(name: str) -> SourceAdapter:
+def get_adapter(name: str, **options: Any) -> SourceAdapter:
+    """The adapter registered under ``name``; ``options`` override its yaml ``layout:``."""
     try:
         target = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown source {name!r}; registered: {', '.join(_REGISTRY)}") from None
     module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    adapter_cls = getattr(importlib.import_module(module), cls)
+    return adapter_cls(**options) if options else adapter_cls()

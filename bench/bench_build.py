@@ -1,0 +1,153 @@
+"""Corpus build throughput against a bare read+write baseline, no-change rebuild, peak memory.
+
+    .venv/bin/python bench/bench_build.py [--tracks 8] [--seconds 30] [--stems 4] [--workers 2]
+
+* bare baseline (same process): read every source WAV with soundfile and write the same samples
+  once (float32 WAV) -- the least any build must do.
+* full build: the Prefect flow ``build_corpus`` (threads runner), timed inside the flow so the
+  one-off start of Prefect's embedded server is reported apart.
+* no-change rebuild: the same flow again; reported as % of the full build.
+* peak memory: a fresh process per corpus size (N and 4N tracks), ru_maxrss after the build.
+
+Targets (issue 8): build / bare <= 1.5 (throughput ratio bare/build >= 0.67); rebuild < 5 %;
+peak memory independent of the number of tracks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ["drum set", "electric bass", "piano", "male singer", "clean electric guitar",
+          "acoustic guitar", "violin", "trumpet"]
+
+
+def make_medleydb(root: Path, tracks: int, seconds: float, stems: int, seed: int = 0) -> float:
+    """MedleyDB-layout tracks of noise-modulated tones (16-bit PCM, as the release). Audio seconds."""
+    import soundfile as sf
+    import yaml
+
+    sr = 44100
+    n = int(seconds * sr)
+    rng = np.random.default_rng(seed)
+    for k in range(tracks):
+        nid = f"Bench{k:03d}_Song{k:03d}"
+        tdir = root / nid
+        (tdir / f"{nid}_STEMS").mkdir(parents=True, exist_ok=True)
+        total = np.zeros((n, 2), np.float32)
+        meta = {}
+        for s in range(stems):
+            t = np.arange(n) / sr
+            env = (np.sin(2 * np.pi * rng.uniform(0.05, 0.3) * t + rng.uniform(0, 6)) > 0)
+            x = (0.2 * np.sin(2 * np.pi * rng.uniform(80, 900) * t) * env).astype(np.float32)
+            x += (0.005 * rng.standard_normal(n)).astype(np.float32)
+            a = np.stack([x, 0.9 * x], axis=1)
+            total += a
+            fname = f"{nid}_STEM_{s + 1:02d}.wav"
+            sf.write(str(tdir / f"{nid}_STEMS" / fname), a, sr, subtype="PCM_16")
+            meta[f"S{s + 1:02d}"] = {"component": "", "filename": fname,
+                                     "instrument": LABELS[s % len(LABELS)], "raw": {}}
+        sf.write(str(tdir / f"{nid}_MIX.wav"), np.clip(total, -1, 1), sr, subtype="PCM_16")
+        (tdir / f"{nid}_METADATA.yaml").write_text(yaml.safe_dump({
+            "artist": f"Bench {k}", "title": f"Song {k}", "mix_filename": f"{nid}_MIX.wav",
+            "stem_dir": f"{nid}_STEMS", "stems": meta, "origin": "bench"}))
+    return tracks * seconds
+
+
+def bare_baseline(src: Path, dst: Path) -> float:
+    import soundfile as sf
+
+    t0 = time.perf_counter()
+    for p in sorted(src.rglob("*.wav")):
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        out = dst / p.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(out), data, sr, subtype="FLOAT")
+    return time.perf_counter() - t0
+
+
+def _cfg(src: Path, out: Path, workers: int):
+    from iass.config import load_params
+    from iass.pipelines.build import config_from_params
+
+    return config_from_params(load_params(), sources={"medleydb": str(src)}, out=str(out),
+                              runner="threads", workers=workers, progress=False)
+
+
+def peak_memory_mb(tracks: int, seconds: float, stems: int, workers: int) -> float:
+    """ru_maxrss of a fresh process that generates and builds a corpus of ``tracks`` tracks."""
+    code = f"""
+import resource, sys, tempfile
+from pathlib import Path
+sys.path.insert(0, {str(REPO / 'bench')!r})
+import bench_build as b
+with tempfile.TemporaryDirectory() as d:
+    d = Path(d)
+    b.make_medleydb(d / 'src', {tracks}, {seconds}, {stems}, seed=1)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from iass.pipelines.build import run_build
+    run_build(b._cfg(d / 'src', d / 'out', {workers}))
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def main(tracks: int = 8, seconds: float = 30.0, stems: int = 4, workers: int = 2,
+         memory: bool = True) -> dict:
+    from iass.pipelines.build import run_build
+
+    with tempfile.TemporaryDirectory(prefix="bench_build_") as d:
+        d = Path(d)
+        audio_s = make_medleydb(d / "src", tracks, seconds, stems)
+        make_medleydb(d / "warm", 1, 2.0, 2, seed=9)
+        t0 = time.perf_counter()
+        run_build(_cfg(d / "warm", d / "warm_out", workers))  # starts Prefect's embedded server
+        prefect_start = time.perf_counter() - t0
+
+        bare = bare_baseline(d / "src", d / "bare")
+        t0 = time.perf_counter()
+        full = run_build(_cfg(d / "src", d / "out", workers))
+        full_wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        again = run_build(_cfg(d / "src", d / "out", workers))
+        rebuild_wall = time.perf_counter() - t0
+        assert again["stats"]["built"] == 0, again["stats"]
+
+    result = {
+        "tracks": tracks, "seconds_per_track": seconds, "stems_per_track": stems,
+        "workers": workers, "audio_seconds": audio_s,
+        "bare_s": round(bare, 3), "bare_throughput": round(audio_s / bare, 1),
+        "build_s": round(full["elapsed_s"], 3), "build_wall_s": round(full_wall, 3),
+        "build_throughput": round(audio_s / full["elapsed_s"], 1),
+        "build_over_bare": round(full["elapsed_s"] / bare, 3),
+        "rebuild_s": round(again["elapsed_s"], 3), "rebuild_wall_s": round(rebuild_wall, 3),
+        "rebuild_pct_of_build": round(100 * again["elapsed_s"] / full["elapsed_s"], 2),
+        "rebuild_wall_pct_of_build_wall": round(100 * rebuild_wall / full_wall, 2),
+        "prefect_first_flow_s": round(prefect_start, 2),
+    }
+    if memory:
+        small = peak_memory_mb(tracks, seconds, stems, workers)
+        large = peak_memory_mb(4 * tracks, seconds, stems, workers)
+        result.update({"peak_mb_n": round(small, 1), "peak_mb_4n": round(large, 1),
+                       "peak_ratio_4n_over_n": round(large / small, 3)})
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tracks", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--stems", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-memory", action="store_true")
+    a = ap.parse_args()
+    main(a.tracks, a.seconds, a.stems, a.workers, not a.no_memory)

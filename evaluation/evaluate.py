@@ -1,0 +1,305 @@
+"""``iass evaluate``: separate the test tracks of a corpus with each run, score every method.
+
+Methods per run: an IASS run (a separator with activity) is scored twice from one pass of its
+network, with activity weighting (``--weighting``, the paper's method) and without; an Open-Unmix
+run as is. Beside them, two references on the same tracks, targets and windows: the ideal binary
+mask (``IBM``, upper bound) and the mixture itself (``input-SDR``, lower bound).
+
+Scores (see :mod:`iass.evaluation.metrics`): BSS Eval v4 SDR / SIR / SAR / ISR per track and
+target, 1 s windows, median over the windows where the target and the rest of the mixture both
+sound, then median over tracks in the report. A target is scored on a track only when the corpus
+knows its audio (``Corpus.target_known``: not MUSDB's guitars or piano, hidden in ``other``) and
+it is not silent throughout. Activity (IASS runs): frame-level precision, recall and F1 of the
+decision actually applied (threshold + median filter) and ROC-AUC of the probability, against the
+corpus labels, skipping unknown frames.
+
+Tracks are scored in parallel worker processes; everything is read through
+:class:`iass.pipelines.corpus_format.Corpus`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iass.evaluation.separate import SeparationConfig
+
+BSS_METRICS = ("SDR", "SIR", "SAR", "ISR")
+ACTIVITY_METRICS = ("precision", "recall", "f1", "auc")
+IBM = "IBM"
+INPUT = "input-SDR"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A trained run to evaluate: a run directory (loaded in each worker) or, for tests and
+    library use, a separator object implementing the inference protocol (picklable)."""
+
+    source: Any
+    label: str = ""          # filled by :func:`describe_runs`
+    kind: str = ""           # iass | umx | other
+    targets: tuple[str, ...] = ()
+    has_activity: bool = False
+    sample_rate: int = 44100
+    hop: int = 1024
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str               # as shown in the report: 'IASS (weighted)', 'Open-Unmix', 'IBM', ...
+    key: str                 # slug for metrics.json
+    run: str                 # run name ('' for references)
+    run_index: int | None    # index into the runs (None for references)
+    weighting: str = "none"
+
+
+@dataclass
+class EvaluateConfig:
+    split: str = "test"
+    separation: SeparationConfig = field(default_factory=SeparationConfig)
+    n_fft: int = 4096        # STFT of the IBM reference
+    hop: int = 1024
+    win_seconds: float = 1.0
+    workers: int = 2
+    device: str = "cpu"
+    checkpoint: str = "best"
+    targets: tuple[str, ...] | None = None
+    limit: int | None = None  # evaluate the first N tracks only (smoke runs)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+# ------------------------------------------------------------------------------- runs
+_SEPARATORS: dict[Any, Any] = {}
+
+
+def _load(source, device: str = "cpu", checkpoint: str = "best"):
+    """The separator of a run (cached per process)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return source
+    key = (str(source), device, checkpoint)
+    if key not in _SEPARATORS:
+        from iass.training.inference import load_separator
+
+        _SEPARATORS[key] = load_separator(source, device=device, checkpoint=checkpoint)
+    return _SEPARATORS[key]
+
+
+def _kind(sep) -> str:
+    kind = str(getattr(sep, "kind", "") or "").lower()
+    if kind in ("iass", "umx"):
+        return kind
+    return "iass" if sep.has_activity else "other"
+
+
+def describe_runs(sources: list, device: str = "cpu", checkpoint: str = "best") -> list[RunSpec]:
+    """Load each run once in this process to learn its kind, targets and STFT."""
+    specs = []
+    for source in sources:
+        sep = _load(source, device, checkpoint)
+        kind = _kind(sep)
+        base = {"iass": "IASS", "umx": "Open-Unmix"}.get(kind, str(sep.name))
+        specs.append(RunSpec(source, base, kind, tuple(sep.targets), bool(sep.has_activity),
+                             int(sep.sample_rate), int(sep.hop)))
+    return specs
+
+
+def plan_methods(runs: list[RunSpec], weighting: str) -> list[Method]:
+    """The methods of the report, in order: the runs' variants, then IBM and input-SDR."""
+    methods: list[Method] = []
+    counts: dict[str, int] = {}
+    for spec in runs:
+        counts[spec.label] = counts.get(spec.label, 0) + 1
+    for i, spec in enumerate(runs):
+        name = _run_name(spec.source)
+        suffix = f" [{name}]" if counts[spec.label] > 1 else ""
+        if spec.has_activity:
+            if weighting != "none":
+                label = f"{spec.label} (weighted){suffix}"
+                methods.append(Method(label, slug(label), name, i, weighting))
+            label = f"{spec.label} (unweighted){suffix}"
+            methods.append(Method(label, slug(label), name, i, "none"))
+        else:
+            label = f"{spec.label}{suffix}"
+            methods.append(Method(label, slug(label), name, i, "none"))
+    methods.append(Method(IBM, "ibm", "", None))
+    methods.append(Method(INPUT, "input_sdr", "", None))
+    return methods
+
+
+def _run_name(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).resolve().name
+    return str(getattr(source, "name", "separator"))
+
+
+# ------------------------------------------------------------------------- one track
+def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: list[Method],
+                targets: list[str], config: EvaluateConfig) -> dict:
+    """Everything for one track: BSS rows, activity rows, and the per-frame activity of every
+    IASS run (for scores pooled over the corpus). Runs in a worker process."""
+    from iass.evaluation.metrics import activity_scores, score_target
+    from iass.evaluation.references import ideal_binary_mask
+    from iass.evaluation.separate import separate_variants
+    from iass.pipelines.corpus_format import Corpus
+
+    corpus = Corpus(corpus_root)
+    row = corpus.track(track_id)
+    sr = int(row["sample_rate"])
+    mixture = corpus.read_mixture(track_id)
+    n = len(mixture)
+    win = int(round(config.win_seconds * sr))
+    scored = [t for t in targets if corpus.target_known(track_id, t)]
+    references = {t: corpus.read_target(track_id, t) for t in scored}
+    scored = [t for t in scored if np.any(references[t] != 0)]
+
+    estimates: dict[str, dict[str, np.ndarray]] = {}     # method label -> target -> (n, 2)
+    activity: dict[str, dict] = {}                        # run name -> target -> (prob, dec)
+    by_run: dict[int, list[Method]] = {}
+    for m in methods:
+        if m.run_index is not None:
+            by_run.setdefault(m.run_index, []).append(m)
+    for i, ms in by_run.items():
+        spec = runs[i]
+        sep = _load(spec.source, config.device, config.checkpoint)
+        if int(sep.sample_rate) != sr:
+            raise ValueError(f"{_run_name(spec.source)}: model rate {sep.sample_rate} Hz != corpus "
+                             f"rate {sr} Hz ({track_id})")
+        weightings = tuple(dict.fromkeys(m.weighting for m in ms))
+        results = separate_variants(mixture, sep, config.separation, weightings)
+        for m in ms:
+            res = results[m.weighting]
+            estimates[m.label] = {t: res.estimates[k] for k, t in enumerate(res.targets)}
+        first = results[weightings[0]]
+        if first.probability is not None:
+            activity[ms[0].run] = {t: (first.probability[k], first.decision[k], int(sep.hop))
+                                   for k, t in enumerate(first.targets)}
+    if scored:
+        ibm = ideal_binary_mask(lambda s, c: mixture[s: s + c],
+                                [(lambda s, c, r=references[t]: r[s: s + c]) for t in scored],
+                                n, config.n_fft, config.hop)
+        estimates[IBM] = {t: ibm[k] for k, t in enumerate(scored)}
+        estimates[INPUT] = {t: mixture for t in scored}
+
+    base = {"track_id": track_id, "source": row["source"]}
+    rows = []
+    for t in scored:
+        rest = mixture - references[t]
+        for m in methods:
+            est = estimates.get(m.label, {}).get(t)
+            if est is None:
+                continue                                  # the run does not separate this target
+            medians = score_target(references[t], rest, est, win, win).medians()
+            for metric in BSS_METRICS:
+                rows.append({**base, "target": t, "method": m.label, "run": m.run,
+                             "metric": metric, "value": float(medians[metric][0])})
+
+    frames: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for run_name, per_target in activity.items():
+        label = next(m.label for m in methods if m.run == run_name and m.run_index is not None)
+        for t, (prob, dec, hop) in per_target.items():
+            if t not in targets:
+                continue
+            if hop != corpus.hop:
+                raise ValueError(f"{run_name}: model hop {hop} != corpus label hop {corpus.hop}; "
+                                 "activity cannot be scored frame by frame")
+            truth = corpus.read_activity(track_id, [t])[0]
+            m_frames = min(len(truth), len(prob))
+            truth, p, d = truth[:m_frames], prob[:m_frames], dec[:m_frames]
+            s = activity_scores(p, d, truth)
+            for metric in ACTIVITY_METRICS:
+                rows.append({**base, "target": t, "method": _activity_label(label), "run": run_name,
+                             "metric": metric, "value": float(s[metric])})
+            known = ~np.isnan(truth)
+            frames[(run_name, t)] = (p[known], d[known], truth[known])
+    return {"track_id": track_id, "rows": rows, "frames": frames, "scored_targets": scored}
+
+
+def _activity_label(method_label: str) -> str:
+    """The activity of a run does not depend on the weighting: one label per run."""
+    return re.sub(r" \((weighted|unweighted)\)", "", method_label)
+
+
+# --------------------------------------------------------------------------- workers
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def _score_task(args) -> dict:
+    return score_track(*args)
+
+
+def evaluate(corpus_root: str | Path, run_sources: list, out_dir: str | Path,
+             config: EvaluateConfig = EvaluateConfig(), progress: bool = True) -> dict:
+    """Evaluate ``run_sources`` (run directories or separator objects) on a corpus split and
+    write the report into ``out_dir``. Returns the summary dict (also in metrics.json)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    from iass.evaluation import report
+    from iass.pipelines.corpus_format import Corpus
+
+    corpus_root = str(Path(corpus_root))
+    corpus = Corpus(corpus_root)
+    track_ids = corpus.track_ids(split=config.split)
+    if config.limit:
+        track_ids = track_ids[: config.limit]
+    if not track_ids:
+        raise SystemExit(f"{corpus_root}: no tracks in split {config.split!r}")
+    runs = describe_runs(run_sources, config.device, config.checkpoint)
+    methods = plan_methods(runs, config.separation.weighting)
+    targets = list(config.targets or dict.fromkeys(t for r in runs for t in r.targets)
+                   or corpus.taxonomy.targets)
+    unknown = [t for t in targets if t not in corpus.taxonomy]
+    if unknown:
+        raise SystemExit(f"unknown targets {unknown} (taxonomy of {corpus_root})")
+
+    tasks = [(corpus_root, tid, runs, methods, targets, config) for tid in track_ids]
+    results = []
+    workers = max(1, min(int(config.workers or 1), len(tasks)))
+    bar = tqdm(total=len(tasks), desc="evaluate", unit="track", disable=not progress,
+               file=sys.stderr)
+    if workers == 1:
+        for task in tasks:
+            results.append(_score_task(task))
+            bar.update()
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = [pool.submit(_score_task, task) for task in tasks]
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                bar.update()
+    bar.close()
+    results.sort(key=lambda r: r["track_id"])
+    summary = report.write_report(out_dir, results, methods, targets, corpus, config, runs)
+    print(f"evaluated {len(track_ids)} tracks x {len(targets)} targets x {len(methods)} methods "
+          f"-> {out_dir}", file=sys.stderr)
+    return summary
+
+
+def config_from_params(params: dict, **overrides) -> EvaluateConfig:
+    """EvaluateConfig from params.yaml's ``evaluate`` and ``stft`` sections plus CLI values."""
+    ev = dict(params.get("evaluate") or {})
+    stft = dict(params.get("stft") or {})
+    sep_keys = {"weighting", "threshold", "median_frames", "wiener"}
+    sep = SeparationConfig.from_params(ev, **{k: v for k, v in overrides.items() if k in sep_keys})
+    cfg = EvaluateConfig(
+        split=ev.get("split", "test"), separation=sep,
+        n_fft=int(stft.get("n_fft", 4096)), hop=int(stft.get("hop", 1024)),
+        win_seconds=float(ev.get("win_seconds", 1.0)), workers=int(ev.get("workers", 2)),
+    )
+    rest = {k: v for k, v in overrides.items() if k not in sep_keys and v is not None}
+    return replace(cfg, **rest)

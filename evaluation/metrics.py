@@ -1,0 +1,299 @@
+"""BSS Eval v4 (SDR, ISR, SIR, SAR) as ``museval.evaluate`` computes it, fast; activity detection scores.
+
+museval (``museval.metrics.bss_eval`` with ``framewise_filters=False``) fits the distortion filters
+ONCE per track: a least-squares projection of each estimate onto the 512 delayed copies of every
+reference (channels included), from the correlations of the whole signals. Then, per window of
+``win`` samples (hop ``hop``), it convolves the *windowed* references with those filters and takes
+energy ratios over the window plus the filter tail (``win + 511`` samples). Windows where any
+reference, or any estimate, sums to exactly zero over its channels are NaN. A track's score is the
+median over its windows (NaN skipped), the corpus' score the median over tracks.
+
+This module computes the same quantities with bounded memory and few large FFTs:
+- the correlations (the Gram matrix G of the delayed references and the cross-correlations D with
+  the estimates) are accumulated block by block with FFTs of a fixed size, instead of FFTs the
+  length of the track;
+- the filters are solved exactly as museval does (``np.linalg.solve(G + eps I, D)``), once;
+- per window, every projection is done in the frequency domain (rFFT of the window, product with
+  the filters' spectra) and every energy is read off the spectrum (Parseval), batched over windows.
+The numbers equal museval's up to float64 rounding (tests/test_metrics.py compares them).
+
+One deliberate, documented difference is available: ``silent_estimates="score"`` scores windows
+where an estimate is exactly silent instead of dropping them. museval drops such windows, which
+rewards a method for muting its output where it is unsure (activity weighting does exactly
+that); the evaluation therefore selects windows by the references only, the same windows for
+every method, and uses ``"score"``. ``"nan"`` (the default) is museval's behaviour.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+METRICS = ("SDR", "ISR", "SIR", "SAR")
+FILTERS_LEN = 512
+_EPS = np.finfo(float).eps
+
+
+@dataclass
+class BSSScores:
+    """Per-window scores, each (n_estimates, n_windows); NaN where a window is excluded."""
+
+    sdr: np.ndarray
+    isr: np.ndarray
+    sir: np.ndarray
+    sar: np.ndarray
+    win: int
+    hop: int
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {"SDR": self.sdr, "ISR": self.isr, "SIR": self.sir, "SAR": self.sar}
+
+    def medians(self) -> dict[str, np.ndarray]:
+        """Median over windows (NaN skipped, as museval's ``np.nanmedian``), per estimate."""
+        out = {}
+        for name, values in self.as_dict().items():
+            with np.errstate(all="ignore"):
+                keep = ~np.isnan(values)
+                out[name] = np.array([np.median(v[k]) if k.any() else np.nan
+                                      for v, k in zip(values, keep)])
+        return out
+
+
+# ------------------------------------------------------------------------------ windows
+def window_bounds(n_samples: int, win: int, hop: int) -> list[tuple[int, int]]:
+    """museval's ``Framing``: full windows only (a shorter tail is dropped); one window when
+    ``win >= n_samples``."""
+    if win < n_samples:
+        n_win = int(np.floor((n_samples - win + hop) / hop))
+        return [(k * hop, min(k * hop + win, n_samples)) for k in range(n_win)]
+    return [(0, n_samples)]
+
+
+def silent_windows(signals: np.ndarray, bounds: list[tuple[int, int]]) -> np.ndarray:
+    """(n_signals, n_windows) bool: the channel sum is exactly zero over the whole window
+    (museval's ``_any_source_silent``, which sums the channels before testing)."""
+    out = np.zeros((signals.shape[0], len(bounds)), dtype=bool)
+    for w, (a, b) in enumerate(bounds):
+        chan_sum = signals[:, a:b].sum(axis=2)
+        out[:, w] = ~np.any(chan_sum != 0, axis=1)
+    return out
+
+
+# ------------------------------------------------------------------------- correlations
+def _next_pow2(n: int) -> int:
+    return 1 << int(np.ceil(np.log2(max(int(n), 1))))
+
+
+def _cross_correlations(left: np.ndarray, right: np.ndarray, max_lag: int,
+                        n_fft: int = 1 << 13, group: int = 16) -> np.ndarray:
+    """R[p, q, k + max_lag] = sum_n left[p, n + k] * right[q, n] for k in [-max_lag, max_lag]
+    (signals zero outside their support: the linear correlation museval computes with one FFT
+    the length of the track).
+
+    ``right`` is cut into blocks of ``n_fft - 2 max_lag`` samples; each block's correlation with
+    the matching ``left`` segment (the block extended by ``max_lag`` on both sides) is exact with
+    FFTs of ``n_fft`` points, and because the inverse FFT is linear the cross-spectra are summed
+    over blocks before ONE inverse FFT per pair. Memory is bounded by ``group`` blocks at a time,
+    whatever the track length. left: (P, n), right: (Q, n). Returns float64 (P, Q, 2 max_lag + 1)."""
+    import torch
+
+    n = left.shape[1]
+    block = n_fft - 2 * max_lag
+    if block <= 0:
+        raise ValueError(f"n_fft {n_fft} too small for max_lag {max_lag}")
+    starts = range(0, n, block)
+    P, Q = left.shape[0], right.shape[0]
+    left_t, right_t = torch.from_numpy(np.asarray(left)), torch.from_numpy(np.asarray(right))
+    acc = torch.zeros((n_fft // 2 + 1, P, Q), dtype=torch.complex128)
+    for g0 in range(0, len(starts), group):
+        gs = starts[g0: g0 + group]
+        seg = torch.zeros((len(gs), P, n_fft), dtype=torch.float64)
+        blk = torch.zeros((len(gs), Q, n_fft), dtype=torch.float64)
+        for k, b0 in enumerate(gs):
+            b1 = min(b0 + block, n)
+            s0, s1 = max(b0 - max_lag, 0), min(b1 + max_lag, n)
+            seg[k, :, s0 - (b0 - max_lag): s1 - (b0 - max_lag)] = left_t[:, s0:s1]
+            blk[k, :, : b1 - b0] = right_t[:, b0:b1]
+        lf = torch.fft.rfft(seg, dim=2).permute(2, 1, 0)             # (F, P, blocks)
+        rf = torch.fft.rfft(blk, dim=2).permute(2, 0, 1).conj()      # (F, blocks, Q)
+        acc += torch.bmm(lf, rf)
+    corr = torch.fft.irfft(acc.permute(1, 2, 0), n_fft, dim=2)
+    return corr[:, :, : 2 * max_lag + 1].numpy()
+
+
+def _gram_and_rhs(refs_flat: np.ndarray, est_flat: np.ndarray, filters_len: int):
+    """museval's ``_reshape_G(G)`` and ``D``, from one pass of correlations.
+
+    Rows and columns are indexed (source, channel, delay):
+    G[(p, a), (q, b)] = <x_p(. - a), x_q(. - b)> = R_pq[b - a];  D[(p, m), c] = <x_p(. - m), e_c>."""
+    L = filters_len
+    P = refs_flat.shape[0]
+    R = _cross_correlations(refs_flat, np.concatenate([refs_flat, est_flat]), L - 1)
+    lag = np.arange(L)[None, :] - np.arange(L)[:, None]              # b - a
+    G = np.moveaxis(R[:, :P][:, :, lag + (L - 1)], 2, 1).reshape(P * L, P * L)
+    D = R[:, P:][:, :, (L - 1) - np.arange(L)]                        # R[p, c, -m]
+    D = np.moveaxis(D, 2, 1).reshape(P * L, est_flat.shape[0])
+    return G, D
+
+
+def _solve(G: np.ndarray, D: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(G + _EPS * np.eye(G.shape[0]), D)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(G, D, rcond=None)[0]
+
+
+# ----------------------------------------------------------------------------- BSS v4
+def _energy(spec: np.ndarray, n_fft: int) -> np.ndarray:
+    """Energy of real signals from their rFFT (Parseval), summed over every axis but the first."""
+    power = np.abs(spec) ** 2
+    weight = np.full(spec.shape[-1], 2.0)
+    weight[0] = 1.0
+    if n_fft % 2 == 0:
+        weight[-1] = 1.0
+    return (power * weight).reshape(spec.shape[0], -1, spec.shape[-1]).sum(axis=(1, 2)) / n_fft
+
+
+def _apply_filters(spec: np.ndarray, filt: np.ndarray) -> np.ndarray:
+    """Sum over input signals of spectrum x filter: spec (w, inputs, F), filt (inputs, F, out)
+    -> (w, out, F). Plain multiply-adds: faster than einsum for these few, long vectors."""
+    out = np.zeros((spec.shape[0], filt.shape[2], spec.shape[2]), dtype=np.complex128)
+    for i in range(spec.shape[1]):
+        for c in range(filt.shape[2]):
+            out[:, c] += spec[:, i] * filt[i, :, c]
+    return out
+
+
+def _ratio_db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """museval's ``_safe_db``: +inf where the denominator is exactly 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 10 * np.log10(num / den)
+    return np.where(den == 0, np.inf, out)
+
+
+def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100, hop: int = 44100,
+                filters_len: int = FILTERS_LEN, silent_estimates: str = "nan",
+                window_batch: int = 8) -> BSSScores:
+    """BSS Eval v4 images metrics of ``museval.evaluate(references, estimates, win, hop)``.
+
+    references: (n_sources, n_samples, n_channels). estimates: (n_estimates, n_samples,
+    n_channels) with n_estimates <= n_sources: estimate ``j`` is scored against reference ``j``;
+    the references after the estimates only act as interferers (the rest of the mixture), which
+    museval cannot express and which spares computing their filters.
+    silent_estimates: "nan" drops windows where an estimate is silent (museval), "score" keeps them.
+    """
+    from scipy import fft as sfft
+
+    references = np.asarray(references)
+    estimates = np.asarray(estimates)
+    if references.ndim != 3 or estimates.ndim != 3:
+        raise ValueError("references and estimates must be (sources, samples, channels) arrays")
+    n_src, n, n_ch = references.shape
+    n_est = estimates.shape[0]
+    if estimates.shape[1:] != (n, n_ch) or n_est > n_src:
+        raise ValueError(f"estimates {estimates.shape} do not match references {references.shape}")
+    if silent_estimates not in ("nan", "score"):
+        raise ValueError(f"silent_estimates must be 'nan' or 'score', not {silent_estimates!r}")
+    L = int(filters_len)
+
+    # filters on the whole signals (museval: compute_GsfC / compute_Cj without framewise filters)
+    refs_flat = np.ascontiguousarray(np.moveaxis(references, 2, 1)).reshape(n_src * n_ch, n)
+    est_flat = np.ascontiguousarray(np.moveaxis(estimates, 2, 1)).reshape(n_est * n_ch, n)
+    G, D = _gram_and_rhs(refs_flat, est_flat, L)
+    # one factorisation of G for every estimate (museval solves the same system per estimate)
+    C = _solve(G, D)
+    block_len = n_ch * L
+    C_all, C_own = [], []
+    for j in range(n_est):
+        cols = slice(j * n_ch, (j + 1) * n_ch)
+        C_all.append(C[:, cols].reshape(n_src * n_ch, L, n_ch))
+        own = slice(j * block_len, (j + 1) * block_len)
+        C_own.append(_solve(G[own, own], D[own, cols]).reshape(n_ch, L, n_ch))
+
+    bounds = window_bounds(n, int(win), int(hop))
+    n_win = len(bounds)
+    excluded = silent_windows(references, bounds).any(axis=0)
+    if silent_estimates == "nan":
+        excluded |= silent_windows(estimates, bounds).any(axis=0)
+
+    out = {m: np.full((n_est, n_win), np.nan) for m in METRICS}
+    # windows all have the same length except when a single window spans the whole track
+    for length in sorted({b - a for a, b in bounds}):
+        n_fft = _next_pow2(length + L - 1)
+        filt_all = [sfft.rfft(c, n_fft, axis=1) for c in C_all]              # (src*ch_in, F, ch_out)
+        filt_own = [sfft.rfft(c, n_fft, axis=1) for c in C_own]              # (ch_in, F, ch_out)
+        todo = [w for w, (a, b) in enumerate(bounds) if b - a == length and not excluded[w]]
+        for k in range(0, len(todo), window_batch):
+            ws = todo[k: k + window_batch]
+            # (windows, source*channel, samples) float64, contiguous for the FFT
+            ref_win = np.empty((len(ws), n_src * n_ch, length))
+            est_win = np.empty((len(ws), n_est * n_ch, length))
+            for i, w in enumerate(ws):
+                a, b = bounds[w]
+                ref_win[i] = refs_flat[:, a:b]
+                est_win[i] = est_flat[:, a:b]
+            S = sfft.rfft(ref_win, n_fft, axis=2)                             # (w, src*ch, F)
+            E = sfft.rfft(est_win, n_fft, axis=2)
+            del ref_win, est_win
+            for j in range(n_est):
+                own = slice(j * n_ch, (j + 1) * n_ch)
+                s_true = S[:, own]                                            # (w, ch, F)
+                p_all = _apply_filters(S, filt_all[j])
+                p_own = _apply_filters(s_true, filt_own[j])
+                e_j = E[:, own]
+                e_true = _energy(s_true, n_fft)
+                out["SDR"][j, ws] = _ratio_db(e_true, _energy(e_j - s_true, n_fft))
+                out["ISR"][j, ws] = _ratio_db(e_true, _energy(p_own - s_true, n_fft))
+                out["SIR"][j, ws] = _ratio_db(_energy(p_own, n_fft), _energy(p_all - p_own, n_fft))
+                out["SAR"][j, ws] = _ratio_db(_energy(p_all, n_fft), _energy(e_j - p_all, n_fft))
+    return BSSScores(out["SDR"], out["ISR"], out["SIR"], out["SAR"], int(win), int(hop))
+
+
+def score_target(target: np.ndarray, rest: np.ndarray, estimate: np.ndarray, win: int = 44100,
+                 hop: int = 44100, silent_estimates: str = "score") -> BSSScores:
+    """One target of a mixture: references (target, rest of the mixture), one estimate.
+
+    The interference subspace is spanned by the delayed target and the delayed rest (= the
+    delayed mixture), so the score of a target does not depend on which other targets a model
+    happens to separate, and a target absent from a window excludes that window for this
+    target only (museval, given all targets at once, would drop the window for all of them)."""
+    n = min(len(target), len(rest), len(estimate))
+    refs = np.stack([target[:n], rest[:n]])
+    return bss_eval_v4(refs, np.asarray(estimate[:n])[None], win, hop,
+                       silent_estimates=silent_estimates)
+
+
+# ----------------------------------------------------------------------- activity scores
+def activity_scores(probability: np.ndarray, decision: np.ndarray, truth: np.ndarray) -> dict:
+    """Frame-level detection scores; frames whose truth is unknown (NaN) are skipped.
+
+    probability: predicted P(active) per frame (for ROC-AUC); decision: the binary decision
+    actually applied (threshold + median filter); truth: 1 / 0 / NaN."""
+    probability = np.asarray(probability, dtype=np.float64).ravel()
+    decision = np.asarray(decision).astype(bool).ravel()
+    truth = np.asarray(truth, dtype=np.float64).ravel()
+    known = ~np.isnan(truth)
+    p, d, t = probability[known], decision[known], truth[known] > 0.5
+    tp = int(np.sum(d & t))
+    fp = int(np.sum(d & ~t))
+    fn = int(np.sum(~d & t))
+    tn = int(np.sum(~d & ~t))
+    precision = tp / (tp + fp) if tp + fp else np.nan
+    recall = tp / (tp + fn) if tp + fn else np.nan
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else np.nan
+    return {"precision": precision, "recall": recall, "f1": f1, "auc": roc_auc(p, t),
+            "tp": tp, "fp": fp, "fn": fn, "tn": tn, "frames": int(known.sum())}
+
+
+def roc_auc(score: np.ndarray, truth: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U, ties counted half); NaN with one class only."""
+    from scipy.stats import rankdata
+
+    score = np.asarray(score, dtype=np.float64).ravel()
+    truth = np.asarray(truth).astype(bool).ravel()
+    n_pos = int(truth.sum())
+    n_neg = truth.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -1,0 +1,212 @@
+"""The evaluation report: results.parquet, summary.md, box plots (PNG) and metrics.json.
+
+- ``results.parquet``: long format, one row per track x target x method x metric
+  (BSS metrics: the track's median over its 1 s windows; activity metrics: the track's frames).
+- ``activity.parquet``: activity scores pooled over all frames of the split, per run x target.
+- ``summary.md``: median over tracks of SDR / SIR / SAR per target and method, and the pooled
+  activity precision / recall / F1 / ROC-AUC per target; the tables a reader compares first.
+- ``sdr_boxplot.png``: SDR per target and method (the paper's figures 3 and 4, as box plots).
+- ``metrics.json``: median SDR / SIR / SAR per target and method plus activity F1 / AUC, for
+  ``dvc metrics``; keys are slugs (``iass_weighted``, ``open_unmix``, ``ibm``, ``input_sdr``).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from iass.io import atomic_path, atomic_write_json, atomic_write_parquet, atomic_write_text
+
+SUMMARY = "summary.md"
+RESULTS = "results.parquet"
+ACTIVITY = "activity.parquet"
+METRICS = "metrics.json"
+BOXPLOT = "sdr_boxplot.png"
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}f}"
+
+
+def _median(values) -> float:
+    v = np.asarray([x for x in values if x is not None and not np.isnan(x)], dtype=np.float64)
+    return float(np.median(v)) if v.size else float("nan")
+
+
+def _none_if_nan(x: float):
+    return None if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))) else x
+
+
+def results_frame(results: list[dict]):
+    import polars as pl
+
+    schema = {"track_id": pl.String, "source": pl.String, "target": pl.String,
+              "method": pl.String, "run": pl.String, "metric": pl.String, "value": pl.Float64}
+    rows = [r for res in results for r in res["rows"]]
+    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+
+
+def pooled_activity(results: list[dict]) -> list[dict]:
+    """Activity scores over all frames of all tracks, per (run, target)."""
+    from iass.evaluation.metrics import activity_scores
+
+    groups: dict[tuple[str, str], list] = {}
+    for res in results:
+        for key, arrays in res["frames"].items():
+            groups.setdefault(key, []).append(arrays)
+    out = []
+    for (run, target), parts in sorted(groups.items()):
+        p = np.concatenate([a[0] for a in parts])
+        d = np.concatenate([a[1] for a in parts])
+        t = np.concatenate([a[2] for a in parts])
+        s = activity_scores(p, d, t)
+        out.append({"run": run, "target": target, **{k: float(s[k]) for k in
+                    ("precision", "recall", "f1", "auc")},
+                    "frames": int(s["frames"]), "active_frames": int(s["tp"] + s["fn"])})
+    return out
+
+
+def median_table(df, metric: str, methods: list, targets: list[str]) -> dict[str, dict[str, float]]:
+    """{target: {method label: median over tracks}} plus 'all' over every (track, target)."""
+    import polars as pl
+
+    sub = df.filter(pl.col("metric") == metric)
+    out: dict[str, dict[str, float]] = {}
+    for target in list(targets) + ["all"]:
+        part = sub if target == "all" else sub.filter(pl.col("target") == target)
+        out[target] = {m.label: _median(part.filter(pl.col("method") == m.label)["value"].to_list())
+                       for m in methods}
+    return out
+
+
+def _count_tracks(df, target: str) -> int:
+    import polars as pl
+
+    part = df.filter(pl.col("metric") == "SDR")
+    if target != "all":
+        part = part.filter(pl.col("target") == target)
+    return part["track_id"].n_unique()
+
+
+def write_report(out_dir, results: list[dict], methods: list, targets: list[str], corpus, config,
+                 runs) -> dict:
+    import polars as pl
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = results_frame(results)
+    atomic_write_parquet(out_dir / RESULTS, df)
+    activity = pooled_activity(results)
+    act_schema = {"run": pl.String, "target": pl.String, "precision": pl.Float64,
+                  "recall": pl.Float64, "f1": pl.Float64, "auc": pl.Float64,
+                  "frames": pl.Int64, "active_frames": pl.Int64}
+    atomic_write_parquet(out_dir / ACTIVITY, pl.DataFrame(activity, schema=act_schema, orient="row")
+                         if activity else pl.DataFrame(schema=act_schema))
+
+    tables = {m: median_table(df, m, methods, targets) for m in ("SDR", "SIR", "SAR")}
+    lines = [
+        "# Evaluation summary", "",
+        f"- corpus: `{corpus.root}` (version `{corpus.version}`), split `{config.split}`, "
+        f"{len(results)} tracks",
+        "- runs: " + (", ".join(f"`{m.run}` ({m.label})" for m in methods if m.run_index is not None)
+                      or "none (references only)"),
+        f"- separation: weighting `{config.separation.weighting}` (threshold "
+        f"{config.separation.threshold}, median filter {config.separation.median_frames} frames), "
+        f"Wiener post-filter {'on' if config.separation.wiener else 'off'}",
+        f"- BSS Eval v4 (museval-compatible), {config.win_seconds:g} s windows; a track's score is "
+        "the median over the windows where the target and the rest of the mixture sound; tables "
+        "show the median over tracks (dB). `IBM`: ideal binary mask (upper bound); `input-SDR`: "
+        "the mixture as the estimate (lower bound).", "",
+    ]
+    labels = [m.label for m in methods]
+    for metric in ("SDR", "SIR", "SAR"):
+        lines += [f"## {metric} (dB)", "",
+                  "| target | tracks | " + " | ".join(labels) + " |",
+                  "|---|---:|" + "---:|" * len(labels)]
+        for target in list(targets) + ["all"]:
+            name = "**all**" if target == "all" else target
+            vals = " | ".join(_fmt(tables[metric][target][lab]) for lab in labels)
+            lines.append(f"| {name} | {_count_tracks(df, target)} | {vals} |")
+        lines.append("")
+    lines += ["## Activity detection (frames pooled over the tracks; unknown frames skipped)", ""]
+    if activity:
+        lines += ["| target | run | precision | recall | F1 | ROC-AUC | frames (active) |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for a in sorted(activity, key=lambda a: (targets.index(a["target"]) if a["target"] in targets
+                                                 else 99, a["run"])):
+            lines.append(f"| {a['target']} | {a['run']} | {_fmt(a['precision'])} | {_fmt(a['recall'])} "
+                         f"| {_fmt(a['f1'])} | {_fmt(a['auc'])} | {a['frames']} ({a['active_frames']}) |")
+    else:
+        lines.append("No run with activity detection was evaluated.")
+    lines += ["", f"Files: `{RESULTS}` (per track), `{ACTIVITY}`, `{BOXPLOT}`, `{METRICS}`.", ""]
+    atomic_write_text(out_dir / SUMMARY, "\n".join(lines))
+
+    plot_sdr(df, methods, targets, out_dir / BOXPLOT)
+
+    key_of = {m.label: m.key for m in methods}
+    metrics = {metric.lower(): {t: {key_of[lab]: _none_if_nan(v) for lab, v in tables[metric][t].items()}
+                                for t in tables[metric]}
+               for metric in ("SDR", "SIR", "SAR")}
+    from iass.evaluation.evaluate import slug
+
+    metrics["activity"] = {}
+    for a in activity:
+        metrics["activity"].setdefault(a["target"], {})[slug(a["run"])] = {
+            "f1": _none_if_nan(a["f1"]), "auc": _none_if_nan(a["auc"]),
+            "precision": _none_if_nan(a["precision"]), "recall": _none_if_nan(a["recall"])}
+    metrics["tracks"] = len(results)
+    atomic_write_json(out_dir / METRICS, metrics)
+    return metrics
+
+
+def plot_sdr(df, methods: list, targets: list[str], path: Path) -> None:
+    """Grouped box plots: one group per target, one box per method (SDR per track)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    sub = df.filter(pl.col("metric") == "SDR")
+    n_m = len(methods)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(targets) * max(n_m, 1) / 3 + 2), 4.5))
+    colors = plt.get_cmap("tab10")
+    width = 0.8 / max(n_m, 1)
+    for j, m in enumerate(methods):
+        data, pos = [], []
+        for i, t in enumerate(targets):
+            v = sub.filter((pl.col("target") == t) & (pl.col("method") == m.label))["value"].to_numpy()
+            v = v[np.isfinite(v)]
+            if v.size:
+                data.append(v)
+                pos.append(i - 0.4 + width * (j + 0.5))
+        if data:
+            bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True,
+                            showfliers=True, manage_ticks=False)
+            for box in bp["boxes"]:
+                box.set_facecolor(colors(j % 10))
+                box.set_alpha(0.8)
+        ax.plot([], [], color=colors(j % 10), linewidth=8, label=m.label)
+    ax.set_xticks(range(len(targets)))
+    ax.set_xticklabels(targets, rotation=20)
+    ax.set_ylabel("SDR (dB), per track")
+    ax.set_title("SDR per target and method (BSS Eval v4, median over 1 s windows)")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def show(out_dir) -> str:
+    """The summary of an evaluation directory (``iass report show DIR``)."""
+    path = Path(out_dir) / SUMMARY
+    if not path.is_file():
+        raise SystemExit(f"{path}: no evaluation summary here (run `iass evaluate --out {out_dir}` first)")
+    return path.read_text()

@@ -1,0 +1,172 @@
+"""Corpus version, summary and integrity checks (``iass corpus info|validate``); no Prefect here.
+
+The corpus version is defined once, in :func:`corpus_version`, and recomputed by
+:func:`validate_corpus` from the files alone, so any change to a table, an audio file or an
+activity shard after the build is caught.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from iass.io import stable_hash
+from iass.pipelines import corpus_format as cf
+
+
+def activity_digest(table) -> str:
+    """Content digest of one track's activity rows (independent of the Parquet writer)."""
+    h = hashlib.sha256()
+    for col in ("instrument", "frame", "active", "confidence"):
+        arr = table.column(col).combine_chunks() if hasattr(table.column(col), "combine_chunks") \
+            else table.column(col)
+        if col == "instrument":
+            h.update("\0".join(arr.to_pylist()).encode())
+        elif col == "active":
+            vals = arr.to_pylist()
+            h.update(bytes(2 if v is None else int(v) for v in vals))
+        else:
+            h.update(np.ascontiguousarray(arr.to_numpy(zero_copy_only=False)).tobytes())
+    return h.hexdigest()
+
+
+def corpus_version(tracks: list[dict], stems: list[dict], activity: list[tuple[str, str]],
+                   rejects: list[dict], params: dict) -> str:
+    """sha256 over the table rows (audio sha256s included), activity digests, rejects, params."""
+    return stable_hash({
+        "format_version": cf.FORMAT_VERSION, "params": params,
+        "tracks": sorted(tracks, key=lambda r: r["track_id"]),
+        "stems": sorted(stems, key=lambda r: (r["track_id"], r["instrument"])),
+        "activity": sorted(activity),
+        "rejects": sorted(rejects, key=lambda r: (r["source"], r["native_id"], r["stage"])),
+    })
+
+
+def _rows(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def validate_corpus(root: str | Path, progress: bool = True) -> list[str]:
+    """Problems found (empty = valid): manifest, schemas, audio checksums, activity, version."""
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    layout = cf.CorpusLayout(root)
+    problems: list[str] = []
+    try:
+        manifest = json.loads(layout.manifest.read_text())
+    except (OSError, ValueError) as exc:
+        return [f"{layout.manifest}: unreadable manifest ({exc})"]
+    if manifest.get("format_version") != cf.FORMAT_VERSION:
+        return [f"{layout.manifest}: format_version {manifest.get('format_version')} != {cf.FORMAT_VERSION}"]
+    tables = {}
+    for name, path, schema in (("tracks", layout.tracks, cf.TRACKS_SCHEMA),
+                               ("stems", layout.stems, cf.STEMS_SCHEMA),
+                               ("rejects", layout.rejects, cf.REJECTS_SCHEMA)):
+        try:
+            got = pq.read_schema(path)
+        except Exception as exc:  # noqa: BLE001 - any pyarrow failure means a corrupt table
+            problems.append(f"{path}: unreadable ({str(exc).splitlines()[0]})")
+            continue
+        if not got.remove_metadata().equals(schema):
+            problems.append(f"{path}: schema differs from corpus_format.{name.upper()}_SCHEMA")
+            continue
+        tables[name] = _rows(path)
+    if problems:
+        return problems
+    tracks = {t["track_id"]: t for t in tables["tracks"]}
+    files = [(t["track_id"], t["mixture_path"], t["mixture_sha256"]) for t in tables["tracks"]]
+    files += [(s["track_id"], s["path"], s["sha256"]) for s in tables["stems"]]
+    for tid, rel, digest in tqdm(files, desc="checksums", unit="file", disable=not progress):
+        path = layout.root / rel
+        if tid not in tracks:
+            problems.append(f"{path}: stem of unknown track {tid}")
+        elif not path.is_file():
+            problems.append(f"{path}: missing audio file")
+        elif _sha256(path) != digest:
+            problems.append(f"{path}: sha256 mismatch (corrupt or modified)")
+    activity: list[tuple[str, str]] = []
+    shards = {t["shard"] for t in tracks.values()}
+    for shard in sorted(shards):
+        path = layout.activity_part(shard)
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{path}: unreadable activity shard ({str(exc).splitlines()[0]})")
+            continue
+        if not table.schema.remove_metadata().equals(cf.ACTIVITY_SCHEMA):
+            problems.append(f"{path}: schema differs from corpus_format.ACTIVITY_SCHEMA")
+            continue
+        ids = table.column("track_id").to_pylist()
+        # rows of one track are contiguous (the writer concatenates per-track tables)
+        start = 0
+        while start < len(ids):
+            tid = ids[start]
+            stop = start
+            while stop < len(ids) and ids[stop] == tid:
+                stop += 1
+            part = table.slice(start, stop - start)
+            t = tracks.get(tid)
+            if t is None or t["shard"] != shard:
+                problems.append(f"{path}: activity rows of a track not in this shard ({tid})")
+            else:
+                frames = part.column("frame").to_numpy()
+                if frames.size and (frames.min() < 0 or frames.max() >= t["num_frames"]):
+                    problems.append(f"{path}: {tid}: frame index outside 0..{t['num_frames'] - 1}")
+                activity.append((tid, activity_digest(part)))
+            start = stop
+    if problems:
+        return problems
+    version = corpus_version(list(tracks.values()), tables["stems"], activity, tables["rejects"],
+                             manifest.get("params", {}))
+    if version != manifest.get("corpus_version"):
+        problems.append(f"{layout.manifest}: corpus_version {manifest.get('corpus_version', '')[:12]} "
+                        f"does not match the content ({version[:12]}): a table or shard was modified")
+    return problems
+
+
+def corpus_info(root: str | Path) -> dict:
+    """Tracks per source and split, hours, per-instrument track counts and active fraction."""
+    import polars as pl
+
+    corpus = cf.Corpus(root)
+    tracks = corpus.tracks
+    by = (tracks.group_by(["source", "split"]).agg(pl.len().alias("tracks"),
+                                                  (pl.col("duration_s").sum() / 3600).alias("hours"))
+          .sort(["source", "split"]))
+    parts = list(cf.iter_activity_parts(root))
+    inst = {}
+    if parts:
+        agg = (pl.scan_parquet([str(p) for p in parts])
+               .group_by("instrument")
+               .agg(pl.col("track_id").n_unique().alias("tracks"),
+                    pl.col("active").cast(pl.Float64).mean().alias("active_fraction"))
+               .sort("instrument").collect())
+        inst = {r["instrument"]: {"tracks": r["tracks"], "active_fraction": r["active_fraction"]}
+                for r in agg.iter_rows(named=True)}
+    unknown = {}
+    for lst in tracks["unknown_instruments"].to_list():
+        for i in lst or ():
+            unknown[i] = unknown.get(i, 0) + 1
+    m = corpus.manifest
+    return {
+        "corpus_version": m["corpus_version"], "format_version": m["format_version"],
+        "hop": m["params"]["hop"], "tracks": tracks.height,
+        "hours": float(tracks["duration_s"].sum() / 3600) if tracks.height else 0.0,
+        "rejects": corpus.rejects.height,
+        "by_source_split": [dict(r) for r in by.iter_rows(named=True)],
+        "instruments": inst, "unknown_in_tracks": unknown,
+        "duplicates": len(m.get("duplicates", [])),
+    }

@@ -1,0 +1,183 @@
+"""Training runs: the loss goes down, the run directory reproduces the run, resume after SIGKILL is
+bit-identical, two-process DDP stays in sync, the separator interface for evaluation."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from corpus_fixture import write_fixture_corpus
+from iass.config import load_params
+from iass.training import run as runlib
+from iass.training.data import magnitude
+from iass.training.inference import load_separator
+from iass.training.train import train
+
+HOP = 256
+TINY = [
+    "model.iass.preset=tiny", f"stft.hop={HOP}", "stft.n_fft=512", "train.chunk_seconds=0.5",
+    "train.batch_size=4", "train.steps_per_epoch=3", "train.workers=0", "train.stats_examples=4",
+    "train.valid_chunks_per_track=1", "model.umx.hidden_size=16", "train.lr=0.003",
+]
+TARGETS = ["vocals", "bass", "piano"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    write_fixture_corpus(root, hop=HOP)
+    return root
+
+
+def tiny_params(*extra):
+    return load_params(None, TINY + list(extra))
+
+
+def cli(corpus, run_dir, model, *extra):
+    args = ["--model", model, "--corpus", str(corpus), "--run-dir", str(run_dir), "--device", "cpu",
+            "--targets", *TARGETS, "--quiet"]
+    for o in TINY:
+        args += ["-S", o]
+    return args + list(extra)
+
+
+def weights(run_dir, name=runlib.LAST):
+    return torch.load(Path(run_dir) / name, map_location="cpu", weights_only=False)
+
+
+def assert_same_tensors(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+@pytest.mark.slow
+def test_tiny_iass_run_learns_and_its_run_dir_reproduces_it(corpus, tmp_path):
+    run_a = tmp_path / "a"
+    metrics = train(corpus, run_a, "iass", tiny_params("train.max_steps=24"), targets=TARGETS,
+                    device="cpu", quiet=True)
+    history = list(csv.DictReader((run_a / runlib.HISTORY_FILE).open()))
+    assert len(history) == 8 and metrics["steps"] == 24
+    first, last = float(history[0]["train_loss"]), float(history[-1]["train_loss"])
+    assert last < 0.7 * first, history
+    assert float(history[-1]["valid_loss"]) < float(history[0]["valid_loss"])
+    assert metrics["best_valid_loss"] == min(float(r["valid_loss"]) for r in history)
+
+    # the run directory says everything about the run
+    info = json.loads((run_a / runlib.RUN_FILE).read_text())
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    assert info["corpus"]["version"] == manifest["corpus_version"]
+    assert info["model"] == "iass" and info["targets"] == TARGETS and info["seed"] == 42
+    assert info["model_config"]["preset"] == "tiny" and info["model_config"]["hop"] == HOP
+    assert set(info["git"]) == {"commit", "dirty"} and info["git"]["commit"]
+    assert {"python", "torch", "numpy", "openunmix"} <= set(info["versions"])
+    assert info["status"] == "done (max_steps)"
+    saved = yaml.safe_load((run_a / runlib.PARAMS_FILE).read_text())
+    assert saved["train"]["targets"] == TARGETS and saved["train"]["max_steps"] == 24
+    assert saved["model"]["iass"]["preset"] == "tiny"
+
+    # ... and reproduces it: the same corpus and the saved params give the same weights
+    run_b = tmp_path / "b"
+    train(corpus, run_b, "iass", load_params(run_a / runlib.PARAMS_FILE), device="cpu", quiet=True)
+    assert_same_tensors(weights(run_a)["model"], weights(run_b)["model"])
+    assert_same_tensors(weights(run_a, runlib.BEST)["weights"], weights(run_b, runlib.BEST)["weights"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["iass", "umx"])
+def test_resume_after_sigkill_is_bit_identical(corpus, tmp_path, model):
+    steps = 15  # 5 epochs of 3 steps; UMX's LSTM dropout draws from the torch RNG
+    reference = tmp_path / "reference"
+    train(corpus, reference, model, tiny_params(), targets=TARGETS, max_steps=steps, device="cpu",
+          quiet=True)
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "iass.cli", "train", *cli(corpus, killed, model, "--max-steps", str(steps))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if f"{model} epoch 2 step 6" in line:
+            proc.send_signal(signal.SIGKILL)  # mid-run, possibly mid-checkpoint
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, "".join(lines)
+    state = weights(killed)
+    assert state["position"]["step"] in (3, 6) and state["position"]["step"] < steps
+
+    out = subprocess.run([sys.executable, "-m", "iass.cli", "train",
+                          *cli(corpus, killed, model, "--max-steps", str(steps), "--resume")],
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "resuming" in out.stdout
+    final, ref = weights(killed), weights(reference)
+    assert final["position"]["step"] == steps
+    assert_same_tensors(final["model"], ref["model"])
+    assert_same_tensors(weights(killed, runlib.BEST)["weights"], weights(reference, runlib.BEST)["weights"])
+    assert [r["valid_loss"] for r in final["history"]] == [r["valid_loss"] for r in ref["history"]]
+    info = json.loads((killed / runlib.RUN_FILE).read_text())
+    assert info["resumes"] and info["status"] == "done (max_steps)"
+
+
+def test_an_existing_run_is_neither_overwritten_nor_resumed_with_other_params(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    train(corpus, run_dir, "umx", tiny_params(), targets=TARGETS, max_steps=3, device="cpu", quiet=True)
+    with pytest.raises(SystemExit, match="--resume"):
+        train(corpus, run_dir, "umx", tiny_params(), targets=TARGETS, max_steps=3, device="cpu")
+    with pytest.raises(SystemExit, match="differ"):
+        train(corpus, run_dir, "umx", tiny_params("train.lr=0.1"), targets=TARGETS, max_steps=6,
+              device="cpu", resume=True)
+    # a longer budget is fine: the run continues
+    metrics = train(corpus, run_dir, "umx", tiny_params(), targets=TARGETS, max_steps=6, device="cpu",
+                    resume=True, quiet=True)
+    assert metrics["steps"] == 6 and metrics["epochs"] == 2
+
+
+@pytest.mark.slow
+def test_two_process_ddp_keeps_ranks_in_sync(corpus, tmp_path):
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "iass.cli", "train", *cli(corpus, run_dir, "iass", "--max-steps", "6")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env={**ENV, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    info = json.loads((run_dir / runlib.RUN_FILE).read_text())
+    assert info["world_size"] == 2
+    history = weights(run_dir)["history"]
+    assert len(history) == 2 and all(r["ranks_in_sync"] for r in history)
+    metrics = json.loads((run_dir / runlib.METRICS_FILE).read_text())
+    assert metrics["ranks_in_sync"] and metrics["steps"] == 6
+    assert load_separator(run_dir).targets == TARGETS
+
+
+def test_separators_for_evaluation(corpus, tmp_path):
+    audio = torch.randn(2, 22050) * 0.1
+    for model in ("iass", "umx"):
+        run_dir = tmp_path / model
+        train(corpus, run_dir, model, tiny_params(), targets=TARGETS, max_steps=3, device="cpu", quiet=True)
+        sep = load_separator(run_dir)
+        assert sep.targets == TARGETS and sep.sample_rate == 44100 and sep.hop == HOP
+        assert sep.name == model and sep.has_activity == (model == "iass")
+        mag = magnitude(audio, sep.n_fft, sep.hop)
+        mask, logits = sep.masks(mag)
+        assert mask.shape == (3, 2, sep.n_fft // 2 + 1, mag.shape[-1]) and (mask >= 0).all()
+        if model == "iass":
+            assert logits.shape == (3, mag.shape[-1])
+            torch.testing.assert_close(mask[:, 0], mask[:, 1])   # one mono mask for both channels
+            direct, direct_logits = sep.model.masks(mag[None])
+            torch.testing.assert_close(mask[:, 0], direct[0])
+        else:
+            assert logits is None
+            with torch.no_grad():
+                est, _ = sep.model(mag[None])
+            torch.testing.assert_close(mask * mag, est[0], rtol=1e-4, atol=1e-6)
+        assert load_separator(run_dir, checkpoint="last").targets == TARGETS

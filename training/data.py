@@ -1,0 +1,291 @@
+"""Training data from a built corpus: random chunks, random track mixing, gain and channel swap.
+
+Everything is read through :class:`iass.pipelines.corpus_format.Corpus` (the one module that owns
+the corpus format). Memory does not grow with the corpus: the dataset keeps only the small
+per-track metadata it samples from, and reads each chunk's audio with partial WAV reads.
+
+Sampling is a pure function of ``(seed, index)``: sample ``i`` of the training stream draws its
+tracks, offsets, gains and swaps from ``numpy.random.default_rng([seed, i])``. So the stream does
+not depend on the number of worker processes or ranks, and a resumed run continues it exactly by
+starting at the saved position (see :class:`StepBatchSampler`).
+
+A training example is a mixture built from ``K + 1`` slots: one per target (the stems of that
+target in a randomly drawn track; Open-Unmix's random track mixing) and a ``rest`` slot (every
+other instrument of another random track). Activity labels follow their stems. Frame ``j`` of a
+chunk that starts at sample ``o = m * hop`` is centred on track sample ``o + j * hop``: exactly
+the track's label frame ``m + j`` (``torch.stft(center=True)`` convention; see
+``corpus_format.num_frames``), which is why chunk offsets are multiples of the hop.
+
+Unknowns: a target whose audio the source corpus does not separate (``Corpus.target_known``
+False, e.g. MUSDB's piano inside ``other``) is never drawn for its own slot; when the ``rest``
+slot's track leaves it unknown, that target's audio is unknown for the whole example
+(``known[k] = False``, masked out of the MSE) and its activity is NaN (masked out of the BCE).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+CHANNELS = 2
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    targets: tuple[str, ...]
+    chunk_samples: int
+    hop: int
+    seed: int = 42
+    random_track_mix: bool = True
+    gain: tuple[float, float] = (0.25, 1.25)
+    channel_swap: bool = True
+
+    @property
+    def num_frames(self) -> int:
+        """STFT frames of a chunk (center=True): one label per frame."""
+        return self.chunk_samples // self.hop + 1
+
+    @classmethod
+    def from_params(cls, train: dict, targets, hop: int, sample_rate: int) -> "ChunkConfig":
+        gain = train.get("gain") or (1.0, 1.0)
+        return cls(
+            targets=tuple(targets),
+            chunk_samples=int(round(float(train["chunk_seconds"]) * sample_rate)),
+            hop=int(hop),
+            seed=int(train.get("seed", 42)),
+            random_track_mix=bool(train.get("random_track_mix", True)),
+            gain=(float(gain[0]), float(gain[1])),
+            channel_swap=bool(train.get("channel_swap", True)),
+        )
+
+
+@dataclass
+class _TrackInfo:
+    num_samples: int
+    rest: tuple[str, ...]                # instruments of the track under no target
+    unknown_targets: frozenset[str]      # targets whose audio this track does not separate
+
+
+@dataclass
+class SplitIndex:
+    """The per-track facts needed to draw examples from one split (small; no audio)."""
+
+    track_ids: list[str]
+    info: dict[str, _TrackInfo]
+    eligible: dict[str, list[str]] = field(default_factory=dict)  # target -> tracks where known
+
+    @classmethod
+    def build(cls, corpus, split: str, targets) -> "SplitIndex":
+        ids = corpus.track_ids(split=split)
+        if not ids:
+            raise SystemExit(f"{corpus.root}: no tracks in split {split!r}")
+        tax = corpus.taxonomy
+        for t in targets:
+            tax.check(t)
+        info = {}
+        for tid in ids:
+            row = corpus.track(tid)
+            instruments = tuple(row["instruments"] or ())
+            rest = tuple(i for i in instruments if not any(tax.covers(t, i) for t in targets))
+            unknown = frozenset(t for t in targets if not corpus.target_known(tid, t))
+            info[tid] = _TrackInfo(int(row["num_samples"]), rest, unknown)
+        eligible = {t: [tid for tid in ids if t not in info[tid].unknown_targets] for t in targets}
+        return cls(ids, info, eligible)
+
+
+def _draw_start_frame(rng: np.random.Generator, num_samples: int, chunk: int, hop: int) -> int:
+    """A random chunk start, in frames (so the chunk's frames are the track's label frames)."""
+    last = max(num_samples - chunk, 0) // hop
+    return int(rng.integers(0, last + 1))
+
+
+class _CorpusDataset(Dataset):
+    """Opens the corpus lazily in each process (workers get a pickled copy without it)."""
+
+    def __init__(self, corpus_root: str | Path, split: str, cfg: ChunkConfig):
+        self.corpus_root = str(corpus_root)
+        self.split = split
+        self.cfg = cfg
+        self._corpus = None
+        self._index: SplitIndex | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_corpus"] = None  # polars tables and caches stay out of worker pickles
+        return state
+
+    @property
+    def corpus(self):
+        if self._corpus is None:
+            from iass.pipelines.corpus_format import Corpus
+
+            self._corpus = Corpus(self.corpus_root)
+        return self._corpus
+
+    @property
+    def index(self) -> SplitIndex:
+        if self._index is None:
+            self._index = SplitIndex.build(self.corpus, self.split, self.cfg.targets)
+        return self._index
+
+    # one slot --------------------------------------------------------------------------------
+    def _target_slot(self, track_id: str, target: str, start_frame: int):
+        """Audio (L, 2) and labels (T,) of ``target`` in a track, from frame ``start_frame``."""
+        cfg = self.cfg
+        audio = self.corpus.read_target(track_id, target, start_frame * cfg.hop, cfg.chunk_samples)
+        labels = self.corpus.read_activity(track_id, [target])[0]
+        return audio, _frames(labels, start_frame, cfg.num_frames)
+
+    def _rest_slot(self, track_id: str, start_frame: int) -> np.ndarray:
+        cfg = self.cfg
+        out = np.zeros((cfg.chunk_samples, CHANNELS), dtype=np.float32)
+        for inst in self.index.info[track_id].rest:
+            out += self.corpus.read_instrument(track_id, inst, start_frame * cfg.hop, cfg.chunk_samples)
+        return out
+
+    def _example(self, slots: list[tuple[str, int]], rng: np.random.Generator | None):
+        """slots: (track, start frame) for each target, then the rest slot.
+
+        -> mixture (2, L), targets (K, 2, L), known (K,) bool, activity (K, T) with NaN unknown."""
+        cfg = self.cfg
+        info = self.index.info
+        k_targets = len(cfg.targets)
+        targets = np.zeros((k_targets, CHANNELS, cfg.chunk_samples), dtype=np.float32)
+        activity = np.zeros((k_targets, cfg.num_frames), dtype=np.float32)
+        known = np.ones(k_targets, dtype=bool)
+        for k, (target, (tid, start)) in enumerate(zip(cfg.targets, slots[:-1])):
+            if target in info[tid].unknown_targets:  # only without track mixing
+                known[k] = False
+                activity[k] = np.nan
+                continue
+            audio, labels = self._target_slot(tid, target, start)
+            targets[k] = self._augment(audio, rng).T
+            activity[k] = labels
+        rest_tid, rest_start = slots[-1]
+        rest = self._augment(self._rest_slot(rest_tid, rest_start), rng).T
+        for k, target in enumerate(cfg.targets):
+            if target in info[rest_tid].unknown_targets:
+                # the rest slot may hold this target (e.g. a piano inside MUSDB's `other`)
+                known[k] = False
+                activity[k] = np.nan
+        mixture = targets.sum(0) + rest
+        return (torch.from_numpy(mixture), torch.from_numpy(targets), torch.from_numpy(known),
+                torch.from_numpy(activity))
+
+    def _augment(self, audio: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """Open-Unmix's source augmentations: a random gain, then a channel swap with p = 0.5."""
+        if rng is None:
+            return audio
+        lo, hi = self.cfg.gain
+        audio = audio * np.float32(lo + rng.random() * (hi - lo))
+        if self.cfg.channel_swap and rng.random() < 0.5:
+            audio = audio[:, ::-1]
+        return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _frames(labels: np.ndarray, start: int, n: int) -> np.ndarray:
+    """labels[start : start + n], frames past the track's end are silence (0)."""
+    out = np.zeros(n, dtype=np.float32)
+    part = labels[start:start + n]
+    out[: len(part)] = part
+    return out
+
+
+class TrainChunks(_CorpusDataset):
+    """Random training examples; item ``i`` is a pure function of ``(seed, i)``."""
+
+    def __init__(self, corpus_root, cfg: ChunkConfig, split: str = "train", augment: bool = True):
+        super().__init__(corpus_root, split, cfg)
+        self.augment = augment
+
+    def __len__(self) -> int:  # an endless stream; the sampler decides where to read
+        return 2**62
+
+    def plan(self, index: int) -> tuple[list[tuple[str, int]], np.random.Generator]:
+        """The tracks and start frames of example ``index`` (and the rng for its augmentations)."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, int(index)])
+        ids = self.index.track_ids
+        info = self.index.info
+        slots: list[tuple[str, int]] = []
+        if cfg.random_track_mix:
+            for target in cfg.targets:
+                pool = self.index.eligible[target] or ids
+                tid = pool[rng.integers(len(pool))]
+                slots.append((tid, _draw_start_frame(rng, info[tid].num_samples, cfg.chunk_samples, cfg.hop)))
+            tid = ids[rng.integers(len(ids))]
+            slots.append((tid, _draw_start_frame(rng, info[tid].num_samples, cfg.chunk_samples, cfg.hop)))
+        else:
+            tid = ids[rng.integers(len(ids))]
+            start = _draw_start_frame(rng, info[tid].num_samples, cfg.chunk_samples, cfg.hop)
+            slots = [(tid, start)] * (len(cfg.targets) + 1)
+        return slots, rng
+
+    def __getitem__(self, index: int):
+        slots, rng = self.plan(index)
+        return self._example(slots, rng if self.augment else None)
+
+
+class ValidChunks(_CorpusDataset):
+    """Fixed validation examples: ``chunks_per_track`` evenly spaced chunks of each track, all
+    slots from the same track, no augmentation. The same set every epoch and every run."""
+
+    def __init__(self, corpus_root, cfg: ChunkConfig, split: str = "valid", chunks_per_track: int = 2):
+        super().__init__(corpus_root, split, cfg)
+        self.chunks_per_track = int(chunks_per_track)
+        self._items: list[tuple[str, int]] | None = None
+
+    @property
+    def items(self) -> list[tuple[str, int]]:
+        if self._items is None:
+            cfg, items = self.cfg, []
+            for tid in self.index.track_ids:
+                last = max(self.index.info[tid].num_samples - cfg.chunk_samples, 0) // cfg.hop
+                starts = np.linspace(0, last, self.chunks_per_track).round().astype(int)
+                items += [(tid, int(s)) for s in dict.fromkeys(starts.tolist())]
+            self._items = items
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        slot = self.items[index]
+        return self._example([slot] * (len(self.cfg.targets) + 1), None)
+
+
+class StepBatchSampler(Sampler):
+    """Batches of global example indices for steps ``start_step .. stop_step - 1``.
+
+    Step ``s`` uses examples ``s * batch .. s * batch + batch - 1``; with ``world`` ranks, rank
+    ``r`` takes its contiguous share, so the global batch is the same for any number of ranks."""
+
+    def __init__(self, start_step: int, stop_step: int, batch_size: int, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise SystemExit(f"train.batch_size {batch_size} is not divisible by {world} processes")
+        self.start_step, self.stop_step = int(start_step), int(stop_step)
+        self.batch_size, self.rank, self.world = int(batch_size), int(rank), int(world)
+
+    def __len__(self) -> int:
+        return max(self.stop_step - self.start_step, 0)
+
+    def __iter__(self):
+        per_rank = self.batch_size // self.world
+        for step in range(self.start_step, self.stop_step):
+            first = step * self.batch_size + self.rank * per_rank
+            yield list(range(first, first + per_rank))
+
+
+def magnitude(audio: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., samples) -> (..., n_fft // 2 + 1, frames) magnitude; Hann, center=True (reflect).
+
+    Frame ``t`` is centred on sample ``t * hop``: the corpus' activity frame convention."""
+    if window is None:
+        window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
+    shape = audio.shape
+    spec = torch.stft(audio.reshape(-1, shape[-1]), n_fft=n_fft, hop_length=hop, window=window,
+                      center=True, pad_mode="reflect", return_complex=True)
+    return spec.abs().reshape(shape[:-1] + spec.shape[-2:])

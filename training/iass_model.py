@@ -1,0 +1,242 @@
+"""The IASS network (Hung & Lerch, ISMIR 2020): a U-Net on the magnitude STFT with an activity
+classifier on its latent.
+
+Structure from the authors' code (biboamy/Source_Separation_Inst, ``model.py`` class ``Unet`` and
+``block.py``), kept layer for layer so that the paper preset has the paper's parameter count:
+
+- input: stereo magnitude averaged to mono, cropped to ``max_bin`` (16 kHz), ``(x - mean) / scale``
+  with learnable per-bin mean and scale;
+- encoder: 3 residual blocks (conv3x3-BN-LeakyReLU x2 + 1x1 skip) each followed by a (3,1)
+  stride-(3,1) convolution that downsamples FREQUENCY only (1487 -> 495 -> 165 -> 55 bins);
+  time is never downsampled, so the latent still has one column per STFT frame;
+- decoder: transposed (3,1) upsampling to the skip's size, concat of the skip, two 3x3
+  transposed convolutions (LeakyReLU then BN, as the authors order them);
+- a Linear(max_bin -> n_fft/2+1) over frequency, per-bin output scale and mean, ReLU: the mask;
+- activity: strided (3,1) convolutions over the latent's frequency axis down to one logit per
+  frame.
+
+Multi-target: one shared encoder and decoder trunk whose last layer has one channel per target,
+a frequency Linear, output scale/mean and an activity logit per target. ``n_targets=1`` is
+exactly the paper's network.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+BN_MOMENTUM = 0.1  # block.py: batchNorm_momentum
+
+
+class ResidualBlock(nn.Module):
+    """block.py ``block``: two conv3x3-BN-LeakyReLU, a 1x1 skip, then frequency downsampling."""
+
+    def __init__(self, inp: int, out: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inp, out, kernel_size=3, padding=1)
+        self.bn1 = nn.BatchNorm2d(out, momentum=BN_MOMENTUM)
+        self.conv2 = nn.Conv2d(out, out, kernel_size=3, padding=1)
+        self.bn2 = nn.BatchNorm2d(out, momentum=BN_MOMENTUM)
+        self.skip = nn.Conv2d(inp, out, kernel_size=1)
+        self.down = nn.Conv2d(out, out, kernel_size=(3, 1), stride=(3, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
+        y = F.leaky_relu(self.bn1(self.conv1(x)))
+        y = F.leaky_relu(self.bn2(self.conv2(y))) + self.skip(x)
+        return self.down(y), y.shape
+
+
+class DecoderBlock(nn.Module):
+    """block.py ``d_block``: upsample frequency to the skip's size, concat it, two transposed 3x3."""
+
+    def __init__(self, inp: int, out: int, last: bool):
+        super().__init__()
+        self.last = last
+        mid = inp // 2
+        up_ch = inp if last else inp - out
+        self.up = nn.ConvTranspose2d(up_ch, up_ch, kernel_size=(3, 1), stride=(3, 1))
+        self.conv1 = nn.ConvTranspose2d(inp, mid, kernel_size=3, padding=1)
+        self.bn1 = nn.BatchNorm2d(mid, momentum=BN_MOMENTUM)
+        self.conv2 = nn.ConvTranspose2d(mid, out, kernel_size=3, padding=1)
+        self.bn2 = None if last else nn.BatchNorm2d(out, momentum=BN_MOMENTUM)
+
+    def forward(self, x: torch.Tensor, size: torch.Size, skip: torch.Tensor | None) -> torch.Tensor:
+        x = self.up(x, output_size=size[-2:])
+        if skip is not None:
+            x = torch.cat((x, skip), 1)
+        x = self.bn1(F.leaky_relu(self.conv1(x)))
+        if self.last:
+            return self.conv2(x)
+        return self.bn2(F.leaky_relu(self.conv2(x)))
+
+
+class Encoder(nn.Module):
+    """block.py ``Encode``: three residual blocks; conv3x3 on the first two outputs as skips."""
+
+    def __init__(self, channels: tuple[int, int, int]):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.block1 = ResidualBlock(1, c1)
+        self.block2 = ResidualBlock(c1, c2)
+        self.block3 = ResidualBlock(c2, c3)
+        self.skip2 = nn.Conv2d(c2, c2, kernel_size=3, padding=1)
+        self.skip1 = nn.Conv2d(c1, c1, kernel_size=3, padding=1)
+
+    def forward(self, x):
+        x1, s1 = self.block1(x)
+        x2, s2 = self.block2(x1)
+        x3, s3 = self.block3(x2)
+        return x3, (s1, s2, s3), (self.skip1(x1), self.skip2(x2))
+
+
+class Decoder(nn.Module):
+    """block.py ``Decode``: (c3+c2 -> c2), (c2+c1 -> c1), (c1 -> n_out) at 1/9, 1/3, 1 resolution."""
+
+    def __init__(self, channels: tuple[int, int, int], n_out: int):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.block3 = DecoderBlock(c3 + c2, c2, last=False)
+        self.block2 = DecoderBlock(c2 + c1, c1, last=False)
+        self.block1 = DecoderBlock(c1, n_out, last=True)
+
+    def forward(self, x, sizes, skips):
+        s1, s2, s3 = sizes
+        k1, k2 = skips
+        x = self.block3(x, s3, k2)
+        x = self.block2(x, s2, k1)
+        return self.block1(x, s1, None)
+
+
+class ActivityHead(nn.Module):
+    """block.py ``InstDecoder``: (3,1) stride-(3,1) conv+BN over the latent's frequency axis (three
+    of them while the latent has the bins), then one conv spanning the remaining bins: a logit per
+    frame and target (paper: 55 -> 18 -> 6 -> 2 -> 1)."""
+
+    def __init__(self, channels: tuple[int, int, int], latent_bins: int, n_targets: int):
+        super().__init__()
+        c1, c2, c3 = channels
+        chans = [c3, c2, c1, c1]
+        layers: list[nn.Module] = []
+        bins = latent_bins
+        for cin, cout in zip(chans[:-1], chans[1:]):
+            if bins < 3:  # only in toy configurations; the paper's 55 bins take all three
+                chans[-1] = cin
+                break
+            layers += [nn.Conv2d(cin, cout, kernel_size=(3, 1), stride=(3, 1)),
+                       nn.BatchNorm2d(cout, momentum=BN_MOMENTUM)]
+            bins = (bins - 3) // 3 + 1
+        self.convs = nn.Sequential(*layers)
+        self.out = nn.Conv2d(chans[-1], n_targets, kernel_size=(bins, 1), stride=(bins, 1))
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, C, bins, T) -> (B, n_targets, T)."""
+        return self.out(self.convs(latent)).squeeze(2)
+
+
+class TargetLinear(nn.Module):
+    """One Linear(in -> out) over frequency per target (``nn.Linear`` init)."""
+
+    def __init__(self, n_targets: int, in_features: int, out_features: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(n_targets, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n_targets, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, K, T, in) -> (B, K, T, out)."""
+        if x.shape[1] == 1:  # one target: a plain matmul (no einsum dispatch)
+            return (x[:, 0] @ self.weight[0] + self.bias[0]).unsqueeze(1)
+        return torch.einsum("bkti,kio->bkto", x, self.weight) + self.bias[None, :, None, :]
+
+
+def frequency_sizes(max_bin: int, levels: int = 3) -> list[int]:
+    """Bins after each (3,1) stride-(3,1) downsampling: 1487 -> [495, 165, 55]."""
+    out, bins = [], max_bin
+    for _ in range(levels):
+        bins = (bins - 3) // 3 + 1
+        out.append(bins)
+    return out
+
+
+class IASSNet(nn.Module):
+    """The IASS U-Net for ``n_targets`` targets (1 = the paper's network)."""
+
+    def __init__(self, n_fft: int = 4096, max_bin: int = 1487, channels=(16, 32, 48),
+                 n_targets: int = 1):
+        super().__init__()
+        self.n_fft = int(n_fft)
+        self.nb_output_bins = self.n_fft // 2 + 1
+        self.nb_bins = int(max_bin)
+        self.n_targets = int(n_targets)
+        channels = tuple(int(c) for c in channels)
+        self.input_mean = nn.Parameter(torch.zeros(self.nb_bins))
+        self.input_scale = nn.Parameter(torch.ones(self.nb_bins))
+        self.encoder = Encoder(channels)
+        self.decoder = Decoder(channels, self.n_targets)
+        self.activity = ActivityHead(channels, frequency_sizes(self.nb_bins)[-1], self.n_targets)
+        self.last = TargetLinear(self.n_targets, self.nb_bins, self.nb_output_bins)
+        self.output_scale = nn.Parameter(torch.ones(self.n_targets, self.nb_output_bins))
+        self.output_mean = nn.Parameter(torch.ones(self.n_targets, self.nb_output_bins))
+
+    def set_input_statistics(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """Initialise the input normalisation from training-set statistics (mono magnitude)."""
+        with torch.no_grad():
+            self.input_mean.copy_(torch.as_tensor(mean)[: self.nb_bins])
+            self.input_scale.copy_(torch.as_tensor(scale)[: self.nb_bins])
+
+    def masks(self, mix_mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mix_mag (B, C, F, T) -> mask (B, K, F, T) >= 0, activity logits (B, K, T)."""
+        x = mix_mag.mean(1, keepdim=True)[:, :, : self.nb_bins]  # mono, as the authors
+        x = (x - self.input_mean[:, None]) / self.input_scale[:, None]
+        latent, sizes, skips = self.encoder(x)
+        logits = self.activity(latent)
+        x = self.decoder(latent, sizes, skips)                    # (B, K, bins, T)
+        x = self.last(x.transpose(2, 3))                          # (B, K, T, F)
+        x = x * self.output_scale[:, None] + self.output_mean[:, None]
+        return F.relu(x).transpose(2, 3), logits
+
+    def forward(self, mix_mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> estimate magnitudes (B, K, C, F, T) = mask x mixture, activity logits (B, K, T)."""
+        mask, logits = self.masks(mix_mag)
+        return mask[:, :, None] * mix_mag[:, None], logits
+
+
+class IASSModel(nn.Module):
+    """All targets of a run: one multi-target ``IASSNet`` or one single-target net per target."""
+
+    def __init__(self, targets: list[str], n_fft: int, max_bin: int, channels, multi_target: bool):
+        super().__init__()
+        self.targets = list(targets)
+        self.multi_target = bool(multi_target)
+        if self.multi_target:
+            self.net = IASSNet(n_fft, max_bin, channels, n_targets=len(self.targets))
+        else:
+            self.nets = nn.ModuleDict({t: IASSNet(n_fft, max_bin, channels, 1) for t in self.targets})
+
+    def _nets(self) -> list[IASSNet]:
+        return [self.net] if self.multi_target else [self.nets[t] for t in self.targets]
+
+    def set_input_statistics(self, mean, scale) -> None:
+        for net in self._nets():
+            net.set_input_statistics(mean, scale)
+
+    def masks(self, mix_mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> mask (B, K, F, T), logits (B, K, T)."""
+        outs = [net.masks(mix_mag) for net in self._nets()]
+        if len(outs) == 1:
+            return outs[0]
+        return torch.cat([m for m, _ in outs], 1), torch.cat([a for _, a in outs], 1)
+
+    def forward(self, mix_mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask, logits = self.masks(mix_mag)
+        return mask[:, :, None] * mix_mag[:, None], logits
+
+
+def build_iass(cfg: dict, targets: list[str]) -> IASSModel:
+    return IASSModel(targets, cfg["n_fft"], cfg["max_bin"], cfg["channels"], cfg["multi_target"])
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,83 @@
+"""A trained run as a mask estimator: what evaluation and ``iass separate`` build on.
+
+    sep = load_separator("runs/iass")                 # best checkpoint, CPU
+    mag = magnitude(mixture, sep.n_fft, sep.hop)      # (2, F, T): torch.stft, Hann, center=True
+    mask, logits = sep.masks(mag)                     # (K, 2, F, T) >= 0, (K, T) or None
+    estimate_mag = mask * mag                         # per target
+
+IASS: the network sees the mono (channel-averaged) magnitude and gives one mask per target,
+used for both channels, plus an activity logit per frame. Open-Unmix: one network per target
+estimates each channel's magnitude; its mask is ``estimate / (mixture + eps)``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from iass.training import run as runlib
+
+EPS = 1e-10
+
+
+class Separator:
+    """Loaded from a run directory; see :func:`load_separator`."""
+
+    def __init__(self, model: torch.nn.Module, kind: str, targets: list[str], config: dict,
+                 name: str, device: torch.device):
+        self.model = model.eval()
+        self.kind = kind
+        self.targets: list[str] = list(targets)
+        self.config = dict(config)
+        self.sample_rate: int = int(config["sample_rate"])
+        self.n_fft: int = int(config["n_fft"])
+        self.hop: int = int(config["hop"])
+        self.has_activity: bool = kind == "iass"
+        self.name: str = name
+        self.device = device
+
+    def __repr__(self) -> str:
+        return (f"Separator({self.name!r}, {self.kind}, targets={self.targets}, n_fft={self.n_fft}, "
+                f"hop={self.hop})")
+
+    @torch.no_grad()
+    def masks(self, mixture_mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """mixture_mag: (2, n_fft // 2 + 1, T) magnitude of the stereo mixture.
+
+        Returns mask (n_targets, 2, F, T) >= 0 (estimate magnitude = mask x mixture magnitude)
+        and activity logits (n_targets, T), or None for a model without activity."""
+        if mixture_mag.dim() != 3 or mixture_mag.shape[1] != self.n_fft // 2 + 1:
+            raise ValueError(f"{self.name}: expected a (channels, {self.n_fft // 2 + 1}, frames) "
+                             f"magnitude, got {tuple(mixture_mag.shape)}")
+        out_device = mixture_mag.device
+        mag = mixture_mag.to(self.device, torch.float32)[None]
+        if self.kind == "iass":
+            mask, logits = self.model.masks(mag)                      # (1, K, F, T), (1, K, T)
+            mask = mask[0, :, None].expand(-1, mag.shape[1], -1, -1)
+            return mask.to(out_device), logits[0].to(out_device)
+        estimate, _ = self.model(mag)                                 # (1, K, C, F, T)
+        mask = estimate[0] / (mag + EPS)
+        return mask.to(out_device), None
+
+
+def load_separator(run_dir, device="cpu", checkpoint: str = "best") -> Separator:
+    """The run's model with the weights of ``checkpoint`` (best | last | a path to a .pt)."""
+    from iass.training.train import ModelSpec
+
+    run = runlib.RunDir(run_dir)
+    name = {"best": runlib.BEST, "last": runlib.LAST}.get(checkpoint)
+    if name is not None:
+        state = run.load_checkpoint(name, map_location="cpu")
+    else:
+        path = Path(checkpoint)
+        if not path.exists():
+            raise SystemExit(f"{path}: no such checkpoint (expected best, last or a .pt path)")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    if "weights" not in state:
+        raise SystemExit(f"{run.root}: checkpoint {checkpoint!r} holds no model weights")
+    spec = ModelSpec(state["kind"], state["model_config"], list(state["targets"]))
+    model = spec.build()
+    model.load_state_dict(state["weights"])
+    device = torch.device(device)
+    return Separator(model.to(device), spec.kind, spec.targets, spec.config,
+                     Path(run_dir).resolve().name, device)

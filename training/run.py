@@ -1,0 +1,142 @@
+"""A run directory: everything needed to know, reproduce and resume a training run.
+
+::
+
+    <run_dir>/
+      run.json            model, targets, resolved model config, corpus version, git commit +
+                          dirty flag, library versions, seed, device, world size, command, status
+      params.yaml         the resolved params (params.yaml + overrides + command-line options)
+      checkpoints/last.pt full training state: model, optimizer, scheduler, early stopping,
+                          RNG states (python, numpy, torch), data position, history
+      checkpoints/best.pt the model with the best validation loss (what inference loads)
+      metrics.json        best/final losses, steps, epochs (``dvc metrics``)
+      history.csv         one row per epoch (``dvc plots``)
+
+Every file is written atomically (iass/io.py), so a killed run never leaves a torn checkpoint.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import random
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from iass import REPO_ROOT
+from iass.io import atomic_path, atomic_write_json, atomic_write_text
+
+RUN_FILE = "run.json"
+PARAMS_FILE = "params.yaml"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+LAST = "checkpoints/last.pt"
+BEST = "checkpoints/best.pt"
+
+LIBRARIES = ("torch", "numpy", "openunmix", "polars", "pyarrow", "soundfile", "scipy", "iass")
+
+
+def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """Commit and dirty flag of the code that runs (``unknown`` outside a git checkout)."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=30, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    out["torch_build"] = torch.__version__
+    out["cuda"] = torch.version.cuda or "none"
+    return out
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def exists(self) -> bool:
+        return self.path(RUN_FILE).exists()
+
+    def read_run(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path(RUN_FILE).read_text())
+        except FileNotFoundError:
+            raise SystemExit(f"{self.path(RUN_FILE)}: not a training run directory (no run.json)") from None
+
+    def write_run(self, info: dict[str, Any]) -> None:
+        atomic_write_json(self.path(RUN_FILE), info)
+
+    def write_params(self, params: dict[str, Any]) -> None:
+        atomic_write_text(self.path(PARAMS_FILE), yaml.safe_dump(params, sort_keys=False))
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        atomic_write_json(self.path(METRICS_FILE), metrics)
+
+    def write_history(self, history: list[dict[str, Any]]) -> None:
+        if not history:
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(history[0]), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(self.path(HISTORY_FILE), buf.getvalue())
+
+    def save_checkpoint(self, name: str, state: dict[str, Any]) -> None:
+        with atomic_path(self.path(name)) as tmp:
+            torch.save(state, tmp)
+
+    def load_checkpoint(self, name: str, map_location="cpu") -> dict[str, Any]:
+        path = self.path(name)
+        if not path.exists():
+            raise SystemExit(f"{path}: no checkpoint to load")
+        # weights_only=False: the state holds RNG states and plain python objects we wrote
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def command_line() -> list[str]:
+    return [Path(sys.argv[0]).name, *sys.argv[1:]]
