@@ -103,10 +103,13 @@ def harmonize(track: SourceTrack, audio: TrackAudio, taxonomy: Taxonomy,
 
 
 def residual_energy_db(mixture: np.ndarray, stem_sum: np.ndarray) -> float:
-    mix = np.asarray(mixture, dtype=np.float64)
-    res = mix - np.asarray(stem_sum, dtype=np.float64)
-    e_mix = float(np.sum(mix * mix))
-    e_res = float(np.sum(res * res))
+    e_mix = e_res = 0.0
+    step = 1 << 18  # blocks: float64 accuracy without float64 copies of whole signals
+    for i in range(0, len(mixture), step):
+        mix = np.asarray(mixture[i:i + step], dtype=np.float64)
+        res = mix - stem_sum[i:i + step]
+        e_mix += float(np.einsum("ij,ij->", mix, mix))
+        e_res += float(np.einsum("ij,ij->", res, res))
     if e_res == 0.0:
         return float("-inf")
     if e_mix == 0.0:
@@ -115,8 +118,9 @@ def residual_energy_db(mixture: np.ndarray, stem_sum: np.ndarray) -> float:
 
 
 def rms_db(audio: np.ndarray) -> float:
-    a = np.asarray(audio, dtype=np.float64)
-    ms = float(np.mean(a * a)) if a.size else 0.0
+    a = np.asarray(audio)
+    # float64 accumulation without a float64 copy of the signal
+    ms = float(np.einsum("ij,ij->", a, a, dtype=np.float64)) / a.size if a.size else 0.0
     return 10.0 * np.log10(ms) if ms > 1e-12 else -120.0
 
 

@@ -104,19 +104,22 @@ def sounding_intervals(part: Part, margin: float = 0.0) -> list[tuple[float, flo
     return [(a, b) for a, b in merged]
 
 
-def release_gate(part: Part, n_samples: int) -> np.ndarray:
-    """float64 (n_samples,): 1 while notes sound (+ release margin), faded, 0 elsewhere."""
-    gate = np.zeros(n_samples, dtype=np.float64)
+def apply_release_gate(audio: np.ndarray, part: Part) -> None:
+    """In place: keep sound while notes play (+ release margin, faded out), zero elsewhere."""
+    n = len(audio)
     fade = int(round(FADE_S * SAMPLE_RATE))
-    ramp = 0.5 * (1.0 + np.cos(np.pi * (np.arange(fade) + 0.5) / fade))
+    ramp = (0.5 * (1.0 + np.cos(np.pi * (np.arange(fade) + 0.5) / fade))).astype(audio.dtype)
+    done = 0
     for on, off in sounding_intervals(part, RELEASE_S):
-        a = int(round(on * SAMPLE_RATE))
+        a = min(int(round(on * SAMPLE_RATE)), n)
         b = int(round(off * SAMPLE_RATE))
+        audio[done:a] = 0
         full = max(a, b - fade)
-        gate[a:min(full, n_samples)] = 1.0
-        seg = gate[full:min(b, n_samples)]
-        seg[:] = np.maximum(seg, ramp[: len(seg)])
-    return gate
+        end = min(b, n)
+        if full < end:
+            audio[full:end] *= ramp[: end - full, None]
+        done = max(done, min(b, n))
+    audio[done:] = 0
 
 
 def pan_gains(pan: float) -> tuple[float, float]:
@@ -139,31 +142,34 @@ def render_song(song: Song) -> tuple[dict[str, np.ndarray], np.ndarray]:
     n = int(round(song.duration * SAMPLE_RATE))
     leveled: dict[str, np.ndarray] = {}
     for part in song.parts:
-        raw = render_part_raw(part, n).astype(np.float64)
-        gate = release_gate(part, n)
-        audio = raw * gate[:, None]
-        sounding = np.zeros(n, dtype=bool)
+        audio = render_part_raw(part, n)
+        apply_release_gate(audio, part)
+        # loudness over the samples where notes sound (float64 sums: the same on every machine
+        # up to the last bit, which the quantised gain absorbs)
+        energy, count = 0.0, 0
         for on, off in sounding_intervals(part):
-            sounding[int(round(on * SAMPLE_RATE)):int(round(off * SAMPLE_RATE))] = True
-        rms = float(np.sqrt(np.mean(audio[sounding] ** 2))) if sounding.any() else 0.0
+            seg = audio[int(round(on * SAMPLE_RATE)):int(round(off * SAMPLE_RATE))].astype(np.float64)
+            energy += float(np.sum(seg * seg))
+            count += seg.size
+        rms = math.sqrt(energy / count) if count else 0.0
         if rms <= 1e-9:
             continue    # a part the soundfont does not sound (never with the shipped programs)
         gain = _quantise_gain(REFERENCE_RMS * 10 ** (part.level_db / 20.0) / rms)
         gl, gr = pan_gains(part.pan)
-        audio[:, 0] *= gain * gl
-        audio[:, 1] *= gain * gr
+        audio *= np.array([gain * gl, gain * gr], dtype=np.float32)
         leveled[part.instrument] = audio
     if not leveled:
         raise ValueError(f"song {song.title!r}: no part produced sound")
-    total = np.zeros((n, 2), dtype=np.float64)
+    total = np.zeros((n, 2), dtype=np.float32)
     for a in leveled.values():          # in place: np.sum over a stacked list costs 5x more
         total += a
     peak = max(float(np.max(np.abs(total))), max(float(np.max(np.abs(a))) for a in leveled.values()))
     norm = _quantise_gain(10 ** (PEAK_DBFS / 20.0) / peak)
     stems = {}
     mixture = np.zeros((n, 2), dtype=np.int64)
+    scale = np.float32(norm * PCM_SCALE)
     for inst, a in leveled.items():
-        a *= norm * PCM_SCALE
+        a *= scale
         stems[inst] = np.rint(a, out=a).astype(np.int32)
         mixture += stems[inst]
     if np.max(np.abs(mixture)) >= PCM_SCALE:   # cannot happen after normalising; never clip
