@@ -192,14 +192,15 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
     rows = []
     for t in scored:
         rest = mixture - references[t]
-        for m in methods:
-            est = estimates.get(m.label, {}).get(t)
-            if est is None:
-                continue                                  # the run does not separate this target
-            medians = score_target(references[t], rest, est, win, win).medians()
+        labels = [m.label for m in methods if t in estimates.get(m.label, {})]
+        # every method's estimate of this target in one call: the filters' system is solved once
+        scores = score_target(references[t], rest, np.stack([estimates[lab][t] for lab in labels]),
+                              win, win).medians()
+        for e, lab in enumerate(labels):
+            run = next(m.run for m in methods if m.label == lab)
             for metric in BSS_METRICS:
-                rows.append({**base, "target": t, "method": m.label, "run": m.run,
-                             "metric": metric, "value": float(medians[metric][0])})
+                rows.append({**base, "target": t, "method": lab, "run": run,
+                             "metric": metric, "value": float(scores[metric][e])})
 
     frames: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for run_name, per_target in activity.items():

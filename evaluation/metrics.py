@@ -136,13 +136,6 @@ def _gram_and_rhs(refs_flat: np.ndarray, est_flat: np.ndarray, filters_len: int)
     return G, D
 
 
-def _solve(G: np.ndarray, D: np.ndarray) -> np.ndarray:
-    try:
-        return np.linalg.solve(G + _EPS * np.eye(G.shape[0]), D)
-    except np.linalg.LinAlgError:
-        return np.linalg.lstsq(G, D, rcond=None)[0]
-
-
 # ----------------------------------------------------------------------------- BSS v4
 def _energy(spec: np.ndarray, n_fft: int) -> np.ndarray:
     """Energy of real signals from their rFFT (Parseval), summed over every axis but the first."""
@@ -173,16 +166,18 @@ def _ratio_db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100, hop: int = 44100,
                 filters_len: int = FILTERS_LEN, silent_estimates: str = "nan",
-                window_batch: int = 8) -> BSSScores:
+                reference_of=None, window_batch: int = 8) -> BSSScores:
     """BSS Eval v4 images metrics of ``museval.evaluate(references, estimates, win, hop)``.
 
-    references: (n_sources, n_samples, n_channels). estimates: (n_estimates, n_samples,
-    n_channels) with n_estimates <= n_sources: estimate ``j`` is scored against reference ``j``;
-    the references after the estimates only act as interferers (the rest of the mixture), which
-    museval cannot express and which spares computing their filters.
+    references: (n_sources, n_samples, n_channels); estimates: (n_estimates, n_samples,
+    n_channels). Estimate ``e`` is scored against reference ``reference_of[e]`` (default ``e``,
+    museval's pairing). Unlike museval, several estimates may share a reference (methods compared
+    on one target: G is factorised once) and references without an estimate only act as
+    interferers (the rest of the mixture).
     silent_estimates: "nan" drops windows where an estimate is silent (museval), "score" keeps them.
     """
     from scipy import fft as sfft
+    from scipy.linalg import lu_factor, lu_solve
 
     references = np.asarray(references)
     estimates = np.asarray(estimates)
@@ -190,8 +185,11 @@ def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100,
         raise ValueError("references and estimates must be (sources, samples, channels) arrays")
     n_src, n, n_ch = references.shape
     n_est = estimates.shape[0]
-    if estimates.shape[1:] != (n, n_ch) or n_est > n_src:
-        raise ValueError(f"estimates {estimates.shape} do not match references {references.shape}")
+    reference_of = list(range(n_est)) if reference_of is None else [int(j) for j in reference_of]
+    if estimates.shape[1:] != (n, n_ch) or len(reference_of) != n_est or \
+            any(not 0 <= j < n_src for j in reference_of):
+        raise ValueError(f"estimates {estimates.shape} (reference_of {reference_of}) do not match "
+                         f"references {references.shape}")
     if silent_estimates not in ("nan", "score"):
         raise ValueError(f"silent_estimates must be 'nan' or 'score', not {silent_estimates!r}")
     L = int(filters_len)
@@ -200,15 +198,19 @@ def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100,
     refs_flat = np.ascontiguousarray(np.moveaxis(references, 2, 1)).reshape(n_src * n_ch, n)
     est_flat = np.ascontiguousarray(np.moveaxis(estimates, 2, 1)).reshape(n_est * n_ch, n)
     G, D = _gram_and_rhs(refs_flat, est_flat, L)
-    # one factorisation of G for every estimate (museval solves the same system per estimate)
-    C = _solve(G, D)
+    # museval solves (G + eps I) C = D with LAPACK gesv (LU) per estimate; one LU serves all
+    G[np.diag_indices_from(G)] += _EPS
+    C = lu_solve(lu_factor(G, check_finite=False), D, check_finite=False)
     block_len = n_ch * L
-    C_all, C_own = [], []
-    for j in range(n_est):
-        cols = slice(j * n_ch, (j + 1) * n_ch)
+    C_all, C_own, own_lu = [], [], {}
+    for e, j in enumerate(reference_of):
+        cols = slice(e * n_ch, (e + 1) * n_ch)
         C_all.append(C[:, cols].reshape(n_src * n_ch, L, n_ch))
         own = slice(j * block_len, (j + 1) * block_len)
-        C_own.append(_solve(G[own, own], D[own, cols]).reshape(n_ch, L, n_ch))
+        if j not in own_lu:  # the diagonal block already carries + eps I
+            own_lu[j] = lu_factor(G[own, own], check_finite=False)
+        C_own.append(lu_solve(own_lu[j], D[own, cols], check_finite=False).reshape(n_ch, L, n_ch))
+    del G, D, C
 
     bounds = window_bounds(n, int(win), int(hop))
     n_win = len(bounds)
@@ -235,32 +237,38 @@ def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100,
             S = sfft.rfft(ref_win, n_fft, axis=2)                             # (w, src*ch, F)
             E = sfft.rfft(est_win, n_fft, axis=2)
             del ref_win, est_win
-            for j in range(n_est):
-                own = slice(j * n_ch, (j + 1) * n_ch)
-                s_true = S[:, own]                                            # (w, ch, F)
-                p_all = _apply_filters(S, filt_all[j])
-                p_own = _apply_filters(s_true, filt_own[j])
-                e_j = E[:, own]
-                e_true = _energy(s_true, n_fft)
-                out["SDR"][j, ws] = _ratio_db(e_true, _energy(e_j - s_true, n_fft))
-                out["ISR"][j, ws] = _ratio_db(e_true, _energy(p_own - s_true, n_fft))
-                out["SIR"][j, ws] = _ratio_db(_energy(p_own, n_fft), _energy(p_all - p_own, n_fft))
-                out["SAR"][j, ws] = _ratio_db(_energy(p_all, n_fft), _energy(e_j - p_all, n_fft))
+            true_energy = {}
+            for e, j in enumerate(reference_of):
+                s_true = S[:, j * n_ch: (j + 1) * n_ch]                       # (w, ch, F)
+                if j not in true_energy:
+                    true_energy[j] = _energy(s_true, n_fft)
+                e_true = true_energy[j]
+                p_all = _apply_filters(S, filt_all[e])
+                p_own = _apply_filters(s_true, filt_own[e])
+                e_j = E[:, e * n_ch: (e + 1) * n_ch]
+                out["SDR"][e, ws] = _ratio_db(e_true, _energy(e_j - s_true, n_fft))
+                out["ISR"][e, ws] = _ratio_db(e_true, _energy(p_own - s_true, n_fft))
+                out["SIR"][e, ws] = _ratio_db(_energy(p_own, n_fft), _energy(p_all - p_own, n_fft))
+                out["SAR"][e, ws] = _ratio_db(_energy(p_all, n_fft), _energy(e_j - p_all, n_fft))
     return BSSScores(out["SDR"], out["ISR"], out["SIR"], out["SAR"], int(win), int(hop))
 
 
-def score_target(target: np.ndarray, rest: np.ndarray, estimate: np.ndarray, win: int = 44100,
+def score_target(target: np.ndarray, rest: np.ndarray, estimates, win: int = 44100,
                  hop: int = 44100, silent_estimates: str = "score") -> BSSScores:
-    """One target of a mixture: references (target, rest of the mixture), one estimate.
+    """One target of a mixture, any number of estimates of it (one per method).
 
-    The interference subspace is spanned by the delayed target and the delayed rest (= the
-    delayed mixture), so the score of a target does not depend on which other targets a model
-    happens to separate, and a target absent from a window excludes that window for this
-    target only (museval, given all targets at once, would drop the window for all of them)."""
-    n = min(len(target), len(rest), len(estimate))
+    References are (target, rest of the mixture): the interference subspace is spanned by the
+    delayed target and the delayed rest (= the delayed mixture), so the score of a target does
+    not depend on which other targets a model separates, and a target silent in a window drops
+    that window for this target only (museval, given all targets at once, drops it for all).
+    ``estimates``: (n, 2) or (n_estimates, n, 2). Returns scores with one row per estimate."""
+    estimates = np.asarray(estimates)
+    if estimates.ndim == 2:
+        estimates = estimates[None]
+    n = min(len(target), len(rest), estimates.shape[1])
     refs = np.stack([target[:n], rest[:n]])
-    return bss_eval_v4(refs, np.asarray(estimate[:n])[None], win, hop,
-                       silent_estimates=silent_estimates)
+    return bss_eval_v4(refs, estimates[:, :n], win, hop, silent_estimates=silent_estimates,
+                       reference_of=[0] * len(estimates))
 
 
 # ----------------------------------------------------------------------- activity scores

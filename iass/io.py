@@ -50,12 +50,26 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def atomic_write_wav(path: str | os.PathLike, audio, sample_rate: int, subtype: str = "FLOAT") -> None:
-    """Write ``audio`` (frames x channels) as WAV atomically. FLOAT keeps stems summing exactly."""
+def wav_bytes(audio, sample_rate: int, subtype: str = "FLOAT") -> memoryview:
+    """WAV file bytes, deterministic: libsndfile stamps the wall-clock time into the PEAK chunk
+    of float WAVs, which would make identical audio give different bytes (and corpus versions);
+    that timestamp is zeroed. Returned as a view of the in-memory file (no extra copy)."""
+    import numpy as np
     import soundfile as sf
 
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), audio, sample_rate, subtype=subtype, format="WAV")
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(audio), sample_rate, subtype=subtype, format="WAV")
+    view = buf.getbuffer()
+    pos = bytes(view[:512]).find(b"PEAK", 12)
+    if pos >= 0:
+        view[pos + 12: pos + 16] = b"\0\0\0\0"  # after id(4) size(4) version(4): timestamp(4)
+    return view
+
+
+def atomic_write_wav(path: str | os.PathLike, audio, sample_rate: int, subtype: str = "FLOAT") -> None:
+    """Write ``audio`` (frames x channels) as WAV atomically and byte-deterministically.
+    FLOAT keeps stems summing exactly to the mixture."""
+    atomic_write_bytes(path, wav_bytes(audio, sample_rate, subtype))
 
 
 def atomic_write_parquet(path: str | os.PathLike, table) -> None:

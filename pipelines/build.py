@@ -207,17 +207,19 @@ def _pid_alive(pid: int) -> bool:
 
 
 # ------------------------------------------------------------------------- small helpers
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """Float32 WAV bytes, deterministic: libsndfile's PEAK chunk timestamp is zeroed."""
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> memoryview:
+    """Float32 WAV bytes, deterministic: libsndfile's PEAK chunk timestamp is zeroed.
+
+    Returned as a view of the in-memory file (no copies of a track's worth of audio)."""
     import soundfile as sf
 
     buf = io.BytesIO()
     sf.write(buf, np.asarray(audio, dtype=np.float32), sample_rate, subtype="FLOAT", format="WAV")
-    data = bytearray(buf.getvalue())
-    pos = data.find(b"PEAK", 12, 512)
+    view = buf.getbuffer()
+    pos = bytes(view[:512]).find(b"PEAK", 12)
     if pos >= 0:
-        data[pos + 12: pos + 16] = b"\0\0\0\0"   # after id(4) size(4) version(4): timestamp(4)
-    return bytes(data)
+        view[pos + 12: pos + 16] = b"\0\0\0\0"   # after id(4) size(4) version(4): timestamp(4)
+    return view
 
 
 def file_content_hash(path: Path) -> str:
@@ -450,7 +452,8 @@ def process_track_impl(ref: TrackRef, cfg: BuildConfig) -> dict:
         return rec
     except TrackError as exc:
         return _reject(ref, stage, exc.path, exc.reason, cfg)
-    except (ValueError, OSError) as exc:  # a corrupt file the adapter did not anticipate
+    except Exception as exc:  # noqa: BLE001 - one bad track must not stop the others
+        # (a corrupt file the adapter did not anticipate: libsndfile raises RuntimeError, ...)
         path = getattr(exc, "filename", None) or ref.location
         return _reject(ref, stage, str(path), f"{type(exc).__name__}: {' '.join(str(exc).split())}", cfg)
 
@@ -624,12 +627,14 @@ def _assign(items, split_params):
 
 
 @flow(name="build_corpus", log_prints=False, persist_result=False, validate_parameters=False)
-def build_corpus(cfg: BuildConfig) -> dict:
-    """Build (or update) the corpus under ``cfg.out``; returns the manifest plus run statistics."""
-    return _build(cfg)
+def build_corpus(cfg: BuildConfig, lock_held: bool = False):
+    """Build (or update) the corpus under ``cfg.out``; returns the manifest plus run statistics.
+
+    ``--strict`` with rejects ends the flow run Failed (a one-line message, no traceback)."""
+    return _build(cfg, lock_held)
 
 
-def _build(cfg: BuildConfig) -> dict:
+def _build(cfg: BuildConfig, lock_held: bool = False):
     from prefect.futures import as_completed
     from tqdm import tqdm
 
@@ -638,7 +643,7 @@ def _build(cfg: BuildConfig) -> dict:
     t0 = time.perf_counter()
     out = Path(cfg.out)
     layout = cf.CorpusLayout(out)
-    with build_lock(out):
+    with contextlib.nullcontext() if lock_held else build_lock(out):
         clean_temp_files(out)
         refs: list[TrackRef] = []
         for name, root in cfg.sources:
@@ -662,9 +667,12 @@ def _build(cfg: BuildConfig) -> dict:
         rejects = sorted((r["reject"] for r in results if r["status"] == "rejected"),
                          key=lambda r: (r["source"], r["native_id"]))
         if cfg.strict and rejects:
+            from prefect.states import Failed
+
             first = rejects[0]
-            raise BuildError(f"--strict: {len(rejects)} track(s) rejected; first: {first['source']}:"
-                             f"{first['native_id']} ({first['stage']}) {first['path']}: {first['reason']}")
+            return Failed(message=(
+                f"--strict: {len(rejects)} track(s) rejected; first: {first['source']}:"
+                f"{first['native_id']} ({first['stage']}) {first['path']}: {first['reason']}"))
         split = split_guard(records, cfg.split_params)
         tracks_rows, stems_rows = [], []
         for r in records:
@@ -728,6 +736,26 @@ def _build(cfg: BuildConfig) -> dict:
                 "elapsed_s": elapsed, "unchanged": unchanged}
 
 
+def preflight(cfg: BuildConfig) -> None:
+    """Checks that need no Prefect: fail in one line before a server starts."""
+    for name, root in cfg.sources:
+        if not Path(root).is_dir():
+            raise BuildError(f"source {name}: {root} is not a directory (params.yaml `sources:` or --source)")
+        get_adapter(name)  # an unknown source name fails here, naming the registered ones
+
+
 def run_build(cfg: BuildConfig) -> dict:
-    """Run the flow (Prefect's embedded server unless PREFECT_API_URL points at one)."""
-    return build_corpus(cfg)
+    """Run the flow (Prefect's embedded server unless PREFECT_API_URL points at one).
+
+    The lock is taken here, before Prefect starts, so a concurrent build is refused at once."""
+    from prefect.exceptions import FailedRun
+
+    try:
+        preflight(cfg)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
+    with build_lock(Path(cfg.out)):
+        try:
+            return build_corpus(cfg, lock_held=True)
+        except FailedRun as exc:
+            raise BuildError(str(exc)) from None

@@ -26,6 +26,7 @@ TINY = [
     "model.iass.preset=tiny", f"stft.hop={HOP}", "stft.n_fft=512", "train.chunk_seconds=0.5",
     "train.batch_size=4", "train.steps_per_epoch=3", "train.workers=0", "train.stats_examples=4",
     "train.valid_chunks_per_track=1", "model.umx.hidden_size=16", "train.lr=0.003",
+    "train.threads=1",
 ]
 TARGETS = ["vocals", "bass", "piano"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -240,3 +240,36 @@ def build_iass(cfg: dict, targets: list[str]) -> IASSModel:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def optimize_for_inference(model: nn.Module) -> nn.Module:
+    """Eval-only speed-ups, same outputs (to float rounding): BatchNorm folded into the
+    convolution before it where the design has conv -> BN (encoder blocks, activity head), and
+    channels-last memory (oneDNN's fast convolution path on CPU; ~3x on the paper preset's
+    forward). Not for training: channels-last makes the transposed convolutions' backward slow
+    on CPU. Returns the model, modified in place and set to eval mode."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, ResidualBlock):
+            if isinstance(module.bn1, nn.BatchNorm2d):
+                module.conv1 = fuse_conv_bn_eval(module.conv1, module.bn1)
+                module.bn1 = nn.Identity()
+            if isinstance(module.bn2, nn.BatchNorm2d):
+                module.conv2 = fuse_conv_bn_eval(module.conv2, module.bn2)
+                module.bn2 = nn.Identity()
+        elif isinstance(module, ActivityHead):
+            layers = list(module.convs)
+            fused: list[nn.Module] = []
+            i = 0
+            while i < len(layers):
+                if (i + 1 < len(layers) and isinstance(layers[i], nn.Conv2d)
+                        and isinstance(layers[i + 1], nn.BatchNorm2d)):
+                    fused.append(fuse_conv_bn_eval(layers[i], layers[i + 1]))
+                    i += 2
+                else:
+                    fused.append(layers[i])
+                    i += 1
+            module.convs = nn.Sequential(*fused)
+    return model.to(memory_format=torch.channels_last)

@@ -79,5 +79,9 @@ def load_separator(run_dir, device="cpu", checkpoint: str = "best") -> Separator
     model = spec.build()
     model.load_state_dict(state["weights"])
     device = torch.device(device)
+    if spec.kind == "iass":
+        from iass.training.iass_model import optimize_for_inference
+
+        model = optimize_for_inference(model)   # BN folded, channels-last: ~2x faster on CPU
     return Separator(model.to(device), spec.kind, spec.targets, spec.config,
                      Path(run_dir).resolve().name, device)

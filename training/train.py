@@ -35,7 +35,7 @@ from iass.training.data import ChunkConfig, StepBatchSampler, TrainChunks, Valid
 from iass.training.losses import separation_loss
 
 MODELS = ("iass", "umx")
-RESUME_MAY_CHANGE = ("max_steps", "epochs", "device", "workers")  # budget and where it runs
+RESUME_MAY_CHANGE = ("max_steps", "epochs", "device", "workers", "threads")  # budget and where it runs
 
 
 # ------------------------------------------------------------------------------ distributed
@@ -212,6 +212,9 @@ class Trainer:
         self.max_steps = int(self.train_p.get("max_steps") or 0) or None
         self.epochs = int(self.train_p.get("epochs", 1000))
         self.workers = int(self.train_p.get("workers", 0))
+        threads = int(self.train_p.get("threads", 0) or 0)
+        if threads > 0:  # intra-op threads; oversubscribed cores make torch far slower
+            torch.set_num_threads(threads)
         self._prepare_run_dir(resume, overwrite)
 
     # run directory ---------------------------------------------------------------------------

@@ -21,11 +21,12 @@ def add_parser(sub) -> None:
         "synth",
         help="synthesize multitrack songs (stems + exact activity) in a corpus layout",
         description=(
-            "Compose procedural songs (sections, chords, drums, bass, comping, a lead melody and "
-            "distractor instruments that enter and drop out), render each instrument to its own "
-            "44.1 kHz stereo stem with a General MIDI soundfont, and write them in the on-disk "
-            "layout of a real corpus so its adapter ingests them unchanged. The mixture is the "
-            "exact sum of the stems. Same seed and arguments give byte-identical files.\n\n"
+            "Compose procedural songs (sections, chords, drums, bass, comping, a lead melody and\n"
+            "distractor instruments that enter and drop out), render each instrument to its own\n"
+            "44.1 kHz stereo stem with a General MIDI soundfont, and write them in the on-disk\n"
+            "layout of a real corpus so its adapter ingests them unchanged. The mixture is the\n"
+            "exact sum of the stems (except AAC in musdb-stems); exact note times are the labels.\n"
+            "Same seed and arguments give byte-identical files.\n\n"
             f"layouts:\n{layouts}"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

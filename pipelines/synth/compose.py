@@ -5,8 +5,15 @@ sections (intro, verse, chorus, break, verse, chorus, outro, scaled to the reque
 each section has a chord progression (one chord per bar). Every instrument plays only in some
 bars: an arrangement decides per section who plays (drums rest in the break, the lead rests in
 the intro ...), then bars are switched on or off at the edges of the played stretches until the
-instrument's share of the song is near a per-song target drawn between 30 % and 95 %. So every
-instrument has real entries and real silences, which the activity labels must capture.
+instrument's share of the song is near a per-song target drawn between 30 % and 95 % (sparse
+patterns such as stabs get more bars, so their notes still sound in about 30 % of the song or
+more), and every instrument rests in at least one complete bar. So every instrument has real
+entries and real silences, which the activity labels must capture.
+
+Note times are the labels. Drum hits are one-shots (the soundfont ignores their note-off), so a
+hit's length is chosen: how long its sample stays within ~40 dB of its peak, a new hi-hat stroke
+choking the previous one, and at least up to the kit's next hit when that comes within 0.5 s
+(a groove is one sounding kit; its activity does not flicker between eighth notes).
 
 Instruments are the canonical taxonomy names (``datasets/taxonomy.yaml``), one part each:
 
@@ -34,6 +41,7 @@ streams are specified bit for bit, so a song is the same on every machine. Note 
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -110,6 +118,7 @@ KICK, SNARE, CLOSED_HAT, PEDAL_HAT, OPEN_HAT, CRASH, RIDE = 36, 38, 42, 44, 46, 
 TOMS = (50, 47, 45, 43)
 DRUM_RING_S = {KICK: 0.1, SNARE: 0.2, CLOSED_HAT: 0.08, PEDAL_HAT: 0.08, OPEN_HAT: 0.6,
                CRASH: 1.6, RIDE: 0.8, 50: 0.6, 47: 0.6, 45: 0.6, 43: 0.6}
+DRUM_BRIDGE_S = 0.5
 
 ADJECTIVES = (
     "Amber", "Silver", "Quiet", "Electric", "Golden", "Hollow", "Crimson", "Velvet", "Distant",
@@ -211,12 +220,12 @@ def make_form(n_bars: int, rng: np.random.Generator) -> list[tuple[str, int]]:
     )
     length_of = {"intro": (1, 2, 2, 4), "verse": (4, 8), "chorus": (4, 8), "break": (2, 4),
                  "outro": (1, 2, 4)}
-    for template in templates:
-        base = [int(rng.choice(length_of[name])) for name in template]
-        if sum(base) <= n_bars * 1.5 and len(template) <= n_bars:
-            break
-    if len(template) > n_bars:   # a song of 2-3 bars
-        template, base = template[:n_bars], base[:n_bars]
+    # the longest form whose sections still get about two bars each
+    need = (16, 12, 9, 6, 3, 0)
+    template = next(t for t, m in zip(templates, need) if n_bars >= m)
+    if len(template) > n_bars:   # a song of 2 bars
+        template = template[:n_bars]
+    base = [int(rng.choice(length_of[name])) for name in template]
     scale = n_bars / sum(base)
     lengths = [max(1, int(round(b * scale))) for b in base]
     # fix rounding: take from / give to the longest sections
@@ -386,6 +395,14 @@ def drums_part(on, form, spb, duration, rng, w: _Writer) -> None:
         later = [t for t in onsets if t > cur.onset]
         if later:
             cur.offset = min(cur.offset, later[0])
+    # a groove is one sounding kit: a hit lasts at least until the next hit of the kit when that
+    # comes within DRUM_BRIDGE_S (the pieces ring on), so the kit's activity does not flicker
+    # between eighth notes at slow tempi
+    kit = sorted({n.onset for n in w.notes})
+    for n in w.notes:
+        i = bisect.bisect_right(kit, n.onset)
+        if i < len(kit) and kit[i] - n.onset <= DRUM_BRIDGE_S:
+            n.offset = round(max(n.offset, min(kit[i], duration)), 6)
 
 
 def bass_part(on, harmony, spb, rng, w: _Writer) -> None:
@@ -546,6 +563,24 @@ def pad_part(instrument, on, harmony, rng, w: _Writer) -> None:
                 w.add(p, _vel(rng, 75), b0, 3.95)
 
 
+def play_part(inst, variant, on, form, harmony, spb, duration, rng, w: _Writer) -> None:
+    """The notes of one instrument in the bars where ``on`` is True."""
+    if inst == "drums":
+        drums_part(on, form, spb, duration, rng, w)
+    elif inst == "electric_bass":
+        bass_part(on, harmony, spb, rng, w)
+    elif inst == "lead_vocals":
+        lead_part(on, harmony, variant, spb, rng, w)
+    elif inst == "piano":
+        piano_part(on, harmony, rng, w)
+    elif inst == "electric_guitar":
+        electric_guitar_part(on, harmony, variant, rng, w)
+    elif inst == "acoustic_guitar":
+        acoustic_guitar_part(on, harmony, spb, rng, w)
+    else:
+        pad_part(inst, on, harmony, rng, w)
+
+
 # -------------------------------------------------------------------------------------- song
 def compose_song(seed: int, index: int, duration: float,
                  instruments: list[str] | tuple[str, ...] | None = None) -> Song:
@@ -609,32 +644,26 @@ def compose_song(seed: int, index: int, duration: float,
         prng = np.random.Generator(np.random.PCG64(
             np.random.SeedSequence([int(seed), int(index), INSTRUMENTS.index(inst) + 1])))
         target = float(prng.uniform(0.35, 0.9) if inst == "lead_vocals" else prng.uniform(0.3, 0.95))
-        on = arrange(inst, form_in, prng, target, int(duration // (4 * spb)))
-        w = _Writer(spb, duration)
-        variant, program, is_drum = "", 0, False
-        if inst == "drums":
-            is_drum = True
-            drums_part(on, form_in, spb, duration, prng, w)
-        elif inst == "electric_bass":
-            program = int(prng.choice(PROGRAMS[inst]))
-            bass_part(on, harmony, spb, prng, w)
-        elif inst == "lead_vocals":
-            program = int(prng.choice(PROGRAMS[inst]))
+        variant, program, is_drum = "", 0, inst == "drums"
+        if inst == "lead_vocals":
             variant = "male" if prng.random() < 0.5 else "female"
-            lead_part(on, harmony, variant, spb, prng, w)
-        elif inst == "piano":
-            program = int(prng.choice(PROGRAMS[inst]))
-            piano_part(on, harmony, prng, w)
         elif inst == "electric_guitar":
             variant = "distorted" if prng.random() < 0.5 else "clean"
+        if inst == "electric_guitar":
             program = int(prng.choice(DISTORTED_GUITAR if variant == "distorted" else CLEAN_GUITAR))
-            electric_guitar_part(on, harmony, variant, prng, w)
-        elif inst == "acoustic_guitar":
+        elif inst != "drums":
             program = int(prng.choice(PROGRAMS[inst]))
-            acoustic_guitar_part(on, harmony, spb, prng, w)
-        else:
-            program = int(prng.choice(PROGRAMS[inst]))
-            pad_part(inst, on, harmony, prng, w)
+        n_full = int(duration // (4 * spb))
+        for _ in range(6):
+            on = arrange(inst, form_in, prng, target, n_full)
+            w = _Writer(spb, duration)
+            play_part(inst, variant, on, form_in, harmony, spb, duration, prng, w)
+            covered = union_length([(n.onset, n.offset) for n in w.notes]) / duration
+            # sparse patterns (stabs, chops) cover less than the bars they play in: ask for more
+            # bars until the notes themselves sound in about 30 % of the song or more
+            if covered >= 0.28 or target >= 0.95:
+                break
+            target = min(0.95, target * 0.3 / max(covered, 0.05) + 0.05)
         if not w.notes:
             continue
         lo, hi = PAN[inst]

@@ -49,7 +49,7 @@ import numpy as np
 
 from iass.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_parquet, atomic_write_text
 from iass.pipelines.synth.compose import Song
-from iass.pipelines.synth.render import PCM_SCALE, SAMPLE_RATE, to_float
+from iass.pipelines.synth.render import SAMPLE_RATE, to_float
 
 LAYOUTS = ("medleydb", "mixing_secrets", "musdb-hq", "musdb-stems", "native")
 TEST_FRACTION = 0.2

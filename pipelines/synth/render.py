@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iass.pipelines.synth.compose import Part, Song, union_length  # noqa: F401
+from iass.pipelines.synth.compose import Part, Song
 
 SAMPLE_RATE = 44100
 RELEASE_S = 0.25          # the release margin: sound allowed after a note's offset
