@@ -62,8 +62,8 @@ class Method:
 class EvaluateConfig:
     split: str = "test"
     separation: SeparationConfig = field(default_factory=SeparationConfig)
-    n_fft: int = 4096        # STFT of the IBM reference
-    hop: int = 1024
+    n_fft: int | None = None  # STFT of the IBM reference (None: the first run's, else 4096)
+    hop: int | None = None
     win_seconds: float = 1.0
     workers: int = 2
     device: str = "cpu"
@@ -184,7 +184,7 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
     if scored:
         ibm = ideal_binary_mask(lambda s, c: mixture[s: s + c],
                                 [(lambda s, c, r=references[t]: r[s: s + c]) for t in scored],
-                                n, config.n_fft, config.hop)
+                                n, config.n_fft or 4096, config.hop or corpus.hop)
         estimates[IBM] = {t: ibm[k] for k, t in enumerate(scored)}
         estimates[INPUT] = {t: mixture for t in scored}
 
@@ -214,6 +214,8 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
             truth = corpus.read_activity(track_id, [t])[0]
             m_frames = min(len(truth), len(prob))
             truth, p, d = truth[:m_frames], prob[:m_frames], dec[:m_frames]
+            if np.isnan(truth).all():
+                continue                                  # the corpus does not annotate it
             s = activity_scores(p, d, truth)
             for metric in ACTIVITY_METRICS:
                 rows.append({**base, "target": t, "method": _activity_label(label), "run": run_name,
@@ -259,6 +261,11 @@ def evaluate(corpus_root: str | Path, run_sources: list, out_dir: str | Path,
     if not track_ids:
         raise SystemExit(f"{corpus_root}: no tracks in split {config.split!r}")
     runs = describe_runs(run_sources, config.device, config.checkpoint)
+    if runs and (config.n_fft is None or config.hop is None):
+        # the ideal binary mask on the models' own STFT (the first run's)
+        first = _load(runs[0].source, config.device, config.checkpoint)
+        config = replace(config, n_fft=config.n_fft or int(first.n_fft), hop=config.hop or int(first.hop))
+    config = replace(config, n_fft=config.n_fft or 4096, hop=config.hop or corpus.hop)
     methods = plan_methods(runs, config.separation.weighting)
     targets = list(config.targets or dict.fromkeys(t for r in runs for t in r.targets)
                    or corpus.taxonomy.targets)
@@ -292,14 +299,13 @@ def evaluate(corpus_root: str | Path, run_sources: list, out_dir: str | Path,
 
 
 def config_from_params(params: dict, **overrides) -> EvaluateConfig:
-    """EvaluateConfig from params.yaml's ``evaluate`` and ``stft`` sections plus CLI values."""
+    """EvaluateConfig from params.yaml's ``evaluate`` section plus CLI values. The IBM uses the
+    first run's STFT, so that it masks the very frames the models mask."""
     ev = dict(params.get("evaluate") or {})
-    stft = dict(params.get("stft") or {})
-    sep_keys = {"weighting", "threshold", "median_frames", "wiener"}
+    sep_keys = {"weighting", "threshold", "median_frames", "wiener", "chunk_seconds"}
     sep = SeparationConfig.from_params(ev, **{k: v for k, v in overrides.items() if k in sep_keys})
     cfg = EvaluateConfig(
         split=ev.get("split", "test"), separation=sep,
-        n_fft=int(stft.get("n_fft", 4096)), hop=int(stft.get("hop", 1024)),
         win_seconds=float(ev.get("win_seconds", 1.0)), workers=int(ev.get("workers", 2)),
     )
     rest = {k: v for k, v in overrides.items() if k not in sep_keys and v is not None}

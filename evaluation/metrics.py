@@ -114,8 +114,9 @@ def _cross_correlations(left: np.ndarray, right: np.ndarray, max_lag: int,
             s0, s1 = max(b0 - max_lag, 0), min(b1 + max_lag, n)
             seg[k, :, s0 - (b0 - max_lag): s1 - (b0 - max_lag)] = left_t[:, s0:s1]
             blk[k, :, : b1 - b0] = right_t[:, b0:b1]
-        lf = torch.fft.rfft(seg, dim=2).permute(2, 1, 0)             # (F, P, blocks)
-        rf = torch.fft.rfft(blk, dim=2).permute(2, 0, 1).conj()      # (F, blocks, Q)
+        # (F, P, blocks) @ (F, blocks, Q): contiguous, or bmm takes a slow strided path
+        lf = torch.fft.rfft(seg, dim=2).permute(2, 1, 0).contiguous()
+        rf = torch.fft.rfft(blk, dim=2).permute(2, 0, 1).conj().contiguous()
         acc += torch.bmm(lf, rf)
     corr = torch.fft.irfft(acc.permute(1, 2, 0), n_fft, dim=2)
     return corr[:, :, : 2 * max_lag + 1].numpy()
@@ -250,6 +251,12 @@ def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100,
                 out["ISR"][e, ws] = _ratio_db(e_true, _energy(p_own - s_true, n_fft))
                 out["SIR"][e, ws] = _ratio_db(_energy(p_own, n_fft), _energy(p_all - p_own, n_fft))
                 out["SAR"][e, ws] = _ratio_db(_energy(p_all, n_fft), _energy(e_j - p_all, n_fft))
+    if silent_estimates == "score":
+        # a silent estimate has no interference and no artifacts: SIR and SAR are 0/0, undefined
+        # (museval never gets here: it drops these windows); SDR and ISR are 0 dB
+        silent = silent_windows(estimates, bounds)
+        out["SIR"][silent] = np.nan
+        out["SAR"][silent] = np.nan
     return BSSScores(out["SDR"], out["ISR"], out["SIR"], out["SAR"], int(win), int(hop))
 
 

@@ -121,7 +121,9 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
         f"- BSS Eval v4 (museval-compatible), {config.win_seconds:g} s windows; a track's score is "
         "the median over the windows where the target and the rest of the mixture sound; tables "
         "show the median over tracks (dB). `IBM`: ideal binary mask (upper bound); `input-SDR`: "
-        "the mixture as the estimate (lower bound).", "",
+        "the mixture as the estimate (lower bound); IBM on the STFT "
+        f"n_fft {config.n_fft}, hop {config.hop}. A window where an estimate is silent scores "
+        "SDR 0 dB and no SIR/SAR (museval would drop it, rewarding a method for muting).", "",
     ]
     labels = [m.label for m in methods]
     for metric in ("SDR", "SIR", "SAR"):
@@ -187,7 +189,8 @@ def plot_sdr(df, methods: list, targets: list[str], path: Path) -> None:
                 pos.append(i - 0.4 + width * (j + 0.5))
         if data:
             bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True,
-                            showfliers=True, manage_ticks=False)
+                            showfliers=True, manage_ticks=False,
+                            medianprops={"color": "black", "linewidth": 1.2})
             for box in bp["boxes"]:
                 box.set_facecolor(colors(j % 10))
                 box.set_alpha(0.8)

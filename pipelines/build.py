@@ -23,8 +23,8 @@ Caching (our own keys; Prefect's result cache is off so nothing is stored twice)
 
 Corpus version = sha256 over the canonical JSON of the table rows (audio sha256s included), the
 activity content digests, the rejects, the format version and the params; no time, no absolute
-path. WAV bytes are made deterministic (libsndfile's float-WAV PEAK chunk carries a wall-clock
-timestamp, zeroed here).
+path. WAV bytes are deterministic (written by :func:`write_float_wav`, without libsndfile's
+timestamped PEAK chunk).
 """
 from __future__ import annotations
 
@@ -40,7 +40,6 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import contextlib  # noqa: E402
 import hashlib  # noqa: E402
-import io  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
@@ -121,10 +120,21 @@ class BuildConfig:
 def config_from_params(params: dict, sources: dict[str, str] | None = None, out: str | None = None,
                        strict: bool | None = None, runner: str | None = None,
                        dask_address: str | None = None, workers: int | None = None,
-                       progress: bool = True) -> BuildConfig:
-    """BuildConfig from params.yaml sections ``sources`` and ``corpus`` plus CLI overrides."""
+                       progress: bool = True, base_dir: str | Path | None = None) -> BuildConfig:
+    """BuildConfig from params.yaml sections ``sources`` and ``corpus`` plus CLI overrides.
+
+    Relative paths written in params.yaml resolve against ``base_dir`` (the params file's
+    folder), so the build works from any directory; paths given as arguments stay as given."""
     c = dict(params.get("corpus") or {})
-    srcs = dict(sources) if sources else dict(params.get("sources") or {})
+
+    def from_params(path: str) -> str:
+        return str(Path(base_dir) / path) if base_dir is not None and not Path(path).is_absolute() \
+            else str(path)
+
+    if sources:
+        srcs = dict(sources)
+    else:
+        srcs = {k: from_params(str(v)) for k, v in (params.get("sources") or {}).items()}
     if not srcs:
         raise BuildError("no sources: set params.yaml `sources:` or pass --source NAME=PATH")
     labels = dict(c.get("labels") or {})
@@ -141,7 +151,7 @@ def config_from_params(params: dict, sources: dict[str, str] | None = None, out:
         print(f"warning: corpus.hop {hop} != stft.hop {stft['hop']}: labels will not align with "
               f"the model's frames", file=sys.stderr)
     return BuildConfig(
-        out=str(out or c.get("out", "datasets/corpus")),
+        out=str(out) if out else from_params(str(c.get("out", "datasets/corpus"))),
         sources=tuple(sorted((str(k), str(v)) for k, v in srcs.items())),
         sample_rate=int(c.get("sample_rate", cf.SAMPLE_RATE)),
         hop=hop,
@@ -207,19 +217,36 @@ def _pid_alive(pid: int) -> bool:
 
 
 # ------------------------------------------------------------------------- small helpers
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> memoryview:
-    """Float32 WAV bytes, deterministic: libsndfile's PEAK chunk timestamp is zeroed.
+def float_wav_header(n_frames: int, channels: int, sample_rate: int) -> bytes:
+    """RIFF/WAVE header of 32-bit IEEE float audio (fmt + fact + data chunks)."""
+    import struct
 
-    Returned as a view of the in-memory file (no copies of a track's worth of audio)."""
-    import soundfile as sf
+    block = 4 * channels
+    data_size = n_frames * block
+    fmt = struct.pack("<HHIIHHH", 3, channels, sample_rate, sample_rate * block, block, 32, 0)
+    body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+            + b"fact" + struct.pack("<II", 4, n_frames) + b"data" + struct.pack("<I", data_size))
+    return b"RIFF" + struct.pack("<I", len(body) + data_size) + body
 
-    buf = io.BytesIO()
-    sf.write(buf, np.asarray(audio, dtype=np.float32), sample_rate, subtype="FLOAT", format="WAV")
-    view = buf.getbuffer()
-    pos = bytes(view[:512]).find(b"PEAK", 12)
-    if pos >= 0:
-        view[pos + 12: pos + 16] = b"\0\0\0\0"   # after id(4) size(4) version(4): timestamp(4)
-    return view
+
+def write_float_wav(path: Path, audio: np.ndarray, sample_rate: int) -> tuple[str, int]:
+    """Write float32 WAV atomically; return (sha256 of the file, size).
+
+    Written by hand rather than through libsndfile: its float WAVs carry a PEAK chunk with a
+    wall-clock timestamp (two writes of the same samples differ), and the header + raw
+    little-endian samples need no copy of the audio. soundfile/libsndfile read it as usual."""
+    a = np.ascontiguousarray(audio, dtype="<f4")
+    if a.ndim == 1:
+        a = a[:, None]
+    header = float_wav_header(a.shape[0], a.shape[1], sample_rate)
+    h = hashlib.sha256(header)
+    data = memoryview(a).cast("B")
+    h.update(data)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(header)
+            fh.write(data)
+    return h.hexdigest(), len(header) + data.nbytes
 
 
 def file_content_hash(path: Path) -> str:
@@ -363,6 +390,12 @@ def process_track(ref: TrackRef, cfg: BuildConfig) -> dict:
 
 
 def process_track_impl(ref: TrackRef, cfg: BuildConfig) -> dict:
+    result = _process_track(ref, cfg)
+    result["pid"] = os.getpid()  # which worker ran it (reported, never written)
+    return result
+
+
+def _process_track(ref: TrackRef, cfg: BuildConfig) -> dict:
     out = Path(cfg.out)
     track_id = cf.make_track_id(ref.source, ref.native_id)
     shard = cf.shard_of(track_id, cfg.num_shards)
@@ -377,7 +410,7 @@ def process_track_impl(ref: TrackRef, cfg: BuildConfig) -> dict:
         if problems:
             return _reject(ref, stage, problems[0].split(": ")[0] if ": " in problems[0]
                            else ref.location, "; ".join(problems), cfg)
-        from iass.pipelines.taxonomy import label_map_hash, load_taxonomy
+        from iass.pipelines.taxonomy import load_taxonomy
 
         taxonomy = load_taxonomy()
         prev = load_record(out, track_id)
@@ -390,25 +423,17 @@ def process_track_impl(ref: TrackRef, cfg: BuildConfig) -> dict:
             digest = old[2] if old and old[0] == st.st_size and old[1] == st.st_mtime_ns else \
                 file_content_hash(p)
             files[rel] = [st.st_size, st.st_mtime_ns, digest]
-        input_digest = stable_hash({
-            "source": ref.source, "native_id": ref.native_id,
-            "files": {k: v[2] for k, v in sorted(files.items())},
-            "sample_rate": cfg.sample_rate, "taxonomy": taxonomy.sha256,
-            "label_map": label_map_hash(ref.source), "build": BUILD_VERSION,
-            "mixture_tolerance_db": cfg.mixture_tolerance_db,
-        })
+        input_digest = _input_digest(ref, {k: v[2] for k, v in files.items()}, cfg)
         method_hint = ("notes" if track.note_labels_path is not None else
                        "medleydb_lab" if cfg.use_medleydb_lab and track.activation_conf_path else
                        "activation_conf")
-        # exact note labels depend on the hop only, not on the activation-confidence params
-        label_key = stable_hash({"input": input_digest, "method": method_hint,
-                                 "params": None if method_hint == "notes" else cfg.label_params,
-                                 "hop": cfg.hop, "labels": LABEL_VERSION})
+        label_key = _label_key(input_digest, method_hint, cfg)
         audio_ok = (prev is not None and prev.get("input_digest") == input_digest
                     and prev.get("shard") == shard and _outputs_ok(out, prev.get("outputs", {})))
         if audio_ok and prev.get("label_key") == label_key and cache.activity_file(track_id).exists():
-            if prev.get("files") != files:  # only mtimes moved (touch, copy): refresh the stat cache
-                prev["files"] = files
+            if prev.get("files") != files or prev.get("dir_mtime_ns") != _dir_mtime(ref):
+                # only mtimes moved (touch, copy): refresh the stat cache
+                prev.update(files=files, dir_mtime_ns=_dir_mtime(ref))
                 atomic_write_json(cache.record(track_id), prev)
             prev["status"] = "cached"
             return prev
@@ -444,6 +469,7 @@ def process_track_impl(ref: TrackRef, cfg: BuildConfig) -> dict:
         rec["track"]["warnings"] = [_scrub(w, cfg.sources) for w in rec["track"]["warnings"]]
         rec.update(track_id=track_id, source=ref.source, native_id=ref.native_id, shard=shard,
                    input_digest=input_digest, label_key=label_key, files=files,
+                   method_hint=method_hint, dir_mtime_ns=_dir_mtime(ref),
                    declared_split=track.split, activity_digest=activity_digest(table),
                    activity_rows=table.num_rows)
         atomic_write_parquet(cache.activity_file(track_id), table)
@@ -456,6 +482,63 @@ def process_track_impl(ref: TrackRef, cfg: BuildConfig) -> dict:
         # (a corrupt file the adapter did not anticipate: libsndfile raises RuntimeError, ...)
         path = getattr(exc, "filename", None) or ref.location
         return _reject(ref, stage, str(path), f"{type(exc).__name__}: {' '.join(str(exc).split())}", cfg)
+
+
+def _input_digest(ref: TrackRef, file_hashes: dict[str, str], cfg: BuildConfig) -> str:
+    """The audio cache key: source file contents + everything that shapes the written audio."""
+    from iass.pipelines.taxonomy import label_map_hash, load_taxonomy
+
+    return stable_hash({
+        "source": ref.source, "native_id": ref.native_id, "files": dict(sorted(file_hashes.items())),
+        "sample_rate": cfg.sample_rate, "taxonomy": load_taxonomy().sha256,
+        "label_map": label_map_hash(ref.source), "build": BUILD_VERSION,
+        "mixture_tolerance_db": cfg.mixture_tolerance_db,
+    })
+
+
+def _label_key(input_digest: str, method_hint: str, cfg: BuildConfig) -> str:
+    # exact note labels depend on the hop only, not on the activation-confidence params
+    return stable_hash({"input": input_digest, "method": method_hint,
+                        "params": None if method_hint == "notes" else cfg.label_params,
+                        "hop": cfg.hop, "labels": LABEL_VERSION})
+
+
+def _dir_mtime(ref: TrackRef) -> int:
+    loc = Path(ref.location)
+    try:
+        return (loc if loc.is_dir() else loc.parent).stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
+def cached_record(ref: TrackRef, cfg: BuildConfig) -> dict | None:
+    """The fast no-change path, run in the flow itself (no task, no metadata parsing).
+
+    Valid when every source file the record lists has the same size and mtime, the track
+    folder's mtime is unchanged (no file added or removed beside them), the digests computed
+    from the recorded content hashes and the current params match, and the outputs exist."""
+    out = Path(cfg.out)
+    track_id = cf.make_track_id(ref.source, ref.native_id)
+    prev = load_record(out, track_id)
+    if not prev or "method_hint" not in prev:
+        return None
+    root = Path(ref.root)
+    try:
+        for rel, (size, mtime, _) in prev["files"].items():
+            st = (root / rel).stat()
+            if st.st_size != size or st.st_mtime_ns != mtime:
+                return None
+        input_digest = _input_digest(ref, {k: v[2] for k, v in prev["files"].items()}, cfg)
+    except (OSError, ValueError):
+        return None
+    if (prev.get("dir_mtime_ns") != _dir_mtime(ref) or prev["input_digest"] != input_digest
+            or prev["shard"] != cf.shard_of(track_id, cfg.num_shards)
+            or prev["label_key"] != _label_key(input_digest, prev["method_hint"], cfg)
+            or not _outputs_ok(out, prev.get("outputs", {}))
+            or not CachePaths(out).activity_file(track_id).exists()):
+        return None
+    prev.update(status="cached", pid=os.getpid())
+    return prev
 
 
 def _read_wav(path: Path) -> np.ndarray:
@@ -485,22 +568,19 @@ def _write_audio(ref: TrackRef, track: SourceTrack, track_id: str, shard: str, h
     stems_rows = []
     keep = {"mixture.wav"}
     for inst, audio in harm.instruments.items():
-        data = wav_bytes(audio, sr)
         rel = layout.rel_audio(shard, track_id, inst)
-        atomic_write_bytes(layout.root / rel, data)
-        outputs[rel] = len(data)
+        digest, size = write_float_wav(layout.root / rel, audio, sr)
+        outputs[rel] = size
         keep.add(f"{inst}.wav")
         stems_rows.append({
             "track_id": track_id, "instrument": inst, "path": rel,
-            "sha256": hashlib.sha256(data).hexdigest(), "num_samples": int(audio.shape[0]),
+            "sha256": digest, "num_samples": int(audio.shape[0]),
             "source_stems": list(harm.source_stems[inst]),
             "source_labels": list(harm.source_labels[inst]),
             "annotated": bool(harm.annotated[inst]), "rms_db": _round(rms_db(audio)),
         })
-    data = wav_bytes(harm.mixture, sr)
     mix_rel = layout.rel_audio(shard, track_id, "mixture")
-    atomic_write_bytes(layout.root / mix_rel, data)
-    outputs[mix_rel] = len(data)
+    mix_digest, outputs[mix_rel] = write_float_wav(layout.root / mix_rel, harm.mixture, sr)
     # an instrument dropped since the last build (label map edit) must not linger on disk
     for old in tdir.glob("*.wav"):
         if old.name not in keep:
@@ -513,7 +593,7 @@ def _write_audio(ref: TrackRef, track: SourceTrack, track_id: str, shard: str, h
         "duration_s": _round(n / sr, 6), "num_frames": cf.num_frames(n, cfg.hop), "hop": cfg.hop,
         "mixture_path": mix_rel, "mixture_is_sum": harm.mixture_is_sum,
         "mixture_residual_db": None if harm.mixture_is_sum else _round(harm.mixture_residual_db),
-        "mixture_sha256": hashlib.sha256(data).hexdigest(),
+        "mixture_sha256": mix_digest,
         "fingerprint": audio_fingerprint(harm.mixture, sr),
         "instruments": list(harm.instruments),
         "unknown_instruments": list(harm.unknown_instruments),
@@ -653,16 +733,22 @@ def _build(cfg: BuildConfig, lock_held: bool = False):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             raise BuildError(f"two sources give the same track ids {dup[:3]}; is a source listed twice?")
         results: list[dict] = []
-        runner = _runner(cfg)
-        with runner:
-            futures = [process_track.with_options(task_run_name=f"track-{r.source}-{r.native_id}"[:100])
-                       .submit(r, cfg) for r in refs]
-            bar = tqdm(total=len(futures), desc="corpus", unit="track", disable=not cfg.progress,
-                       file=sys.stderr)
-            for fut in as_completed(futures):
-                results.append(fut.result())
-                bar.update(1)
-            bar.close()
+        todo = []
+        for r in refs:  # unchanged tracks are settled here: no task, no audio
+            hit = cached_record(r, cfg)
+            if hit is None:
+                todo.append(r)
+            else:
+                results.append(hit)
+        # the flow's task runner (threads | processes | dask) runs these; see run_build
+        futures = [process_track.with_options(task_run_name=f"track-{r.source}-{r.native_id}"[:100])
+                   .submit(r, cfg) for r in todo]
+        bar = tqdm(total=len(refs), initial=len(results), desc="corpus", unit="track",
+                   disable=not cfg.progress, file=sys.stderr)
+        for fut in as_completed(futures):
+            results.append(fut.result())
+            bar.update(1)
+        bar.close()
         records = sorted((r for r in results if r["status"] != "rejected"), key=lambda r: r["track_id"])
         rejects = sorted((r["reject"] for r in results if r["status"] == "rejected"),
                          key=lambda r: (r["source"], r["native_id"]))
@@ -733,6 +819,7 @@ def _build(cfg: BuildConfig, lock_held: bool = False):
                    f"{'/'.join(str(by_split[s]) for s in SPLITS)} (train/valid/test), "
                    f"{elapsed:.1f} s")
         return {"manifest": manifest, "stats": stats, "shards": shards, "summary": summary,
+                "worker_pids": sorted({r["pid"] for r in results}),
                 "elapsed_s": elapsed, "unchanged": unchanged}
 
 
@@ -756,6 +843,7 @@ def run_build(cfg: BuildConfig) -> dict:
         raise BuildError(str(exc)) from None
     with build_lock(Path(cfg.out)):
         try:
-            return build_corpus(cfg, lock_held=True)
+            flow_run = build_corpus.with_options(task_runner=_runner(cfg))
+            return flow_run(cfg, lock_held=True)
         except FailedRun as exc:
             raise BuildError(str(exc)) from None

@@ -29,7 +29,8 @@ def add_parser(sub) -> None:
                         "When given, these replace params.yaml `sources:`")
     b.add_argument("--out", default=None, help="corpus directory (default: corpus.out)")
     b.add_argument("--strict", action="store_true", default=None,
-                   help="fail on the first rejected track instead of quarantining it")
+                   help="any rejected track fails the build (exit 1, no tables written) "
+                        "instead of being quarantined in rejects.parquet")
     b.add_argument("--runner", choices=("threads", "processes", "dask"), default=None,
                    help="Prefect task runner (default: corpus.runner)")
     b.add_argument("--dask-address", default=None, metavar="ADDR",
@@ -63,15 +64,18 @@ def _parse_sources(items: list[str]) -> dict[str, str] | None:
 
 
 def _build(args) -> int:
-    from iass.config import load_params
+    from pathlib import Path
+
+    from iass.config import DEFAULT_PARAMS, load_params
     from iass.pipelines.build import BuildError, config_from_params, run_build
 
     params = load_params(args.params)
+    base_dir = Path(args.params or DEFAULT_PARAMS).resolve().parent
     try:
         cfg = config_from_params(params, sources=_parse_sources(args.source), out=args.out,
                                  strict=args.strict, runner=args.runner,
                                  dask_address=args.dask_address, workers=args.workers,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, base_dir=base_dir)
         result = run_build(cfg)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -218,8 +218,13 @@ def test_process_track_task_unit(sources, tmp_path):
     r2 = B.process_track.fn(ref, cfg)
     assert r1["status"] == "built" and r2["status"] == "cached"
     assert r1["input_digest"] == r2["input_digest"]
-    os.utime(ref.location, ns=(1, 1))  # mtime only: re-hashed, still cached
+    assert B.cached_record(ref, cfg)["input_digest"] == r1["input_digest"]  # the flow's fast path
+    os.utime(ref.location, ns=(1, 1))  # mtime only: the fast path steps aside, the task re-hashes
+    assert B.cached_record(ref, cfg) is None
     assert B.process_track.fn(ref, cfg)["status"] == "cached"
+    assert B.cached_record(ref, cfg) is not None  # stat cache refreshed
+    (Path(ref.location).parent / "extra.txt").write_text("a new file beside the track")
+    assert B.cached_record(ref, cfg) is None
 
 
 # ---------------------------------------------------------------------------- safety
@@ -310,9 +315,12 @@ def test_kill_and_resume_gives_the_same_version(tmp_path, sources):
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"))
     env.pop("PREFECT_API_URL", None)
     ref_out, out = tmp_path / "ref", tmp_path / "killed"
-    subprocess.run(_cli_build(big, ref_out, "--workers", "1"), env=env, check=True,
-                   capture_output=True)
-    proc = subprocess.Popen(_cli_build(big, out, "--workers", "1"), env=env,
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(PARAMS))
+    B.run_build(_cfg(big, ref_out, workers=1))  # uninterrupted reference, in this process
+    proc = subprocess.Popen(_cli_build(big, out, "--workers", "1", "--params", str(params)), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 120
@@ -325,7 +333,8 @@ def test_kill_and_resume_gives_the_same_version(tmp_path, sources):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "manifest.json").exists()
-    done = subprocess.run(_cli_build(big, out, "--workers", "1"), env=env, capture_output=True,
+    done = subprocess.run(_cli_build(big, out, "--workers", "1", "--params", str(params)), env=env,
+                          capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     v_ref = json.loads((ref_out / "manifest.json").read_text())["corpus_version"]
@@ -342,3 +351,5 @@ def test_other_runners_give_the_same_corpus(built, sources, tmp_path, runner):
     res = B.run_build(_cfg(sources, out, runner=runner, workers=2))
     assert res["manifest"]["corpus_version"] == built[1]["manifest"]["corpus_version"]
     assert res["stats"]["built"] == 9
+    # the tracks really ran in 2 worker processes, not in this one
+    assert os.getpid() not in res["worker_pids"] and 1 <= len(res["worker_pids"]) <= 2
