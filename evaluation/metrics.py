@@ -130,32 +130,42 @@ def _gram_and_rhs(refs_flat: np.ndarray, est_flat: np.ndarray, filters_len: int)
     L = filters_len
     P = refs_flat.shape[0]
     R = _cross_correlations(refs_flat, np.concatenate([refs_flat, est_flat]), L - 1)
-    lag = np.arange(L)[None, :] - np.arange(L)[:, None]              # b - a
-    G = np.moveaxis(R[:, :P][:, :, lag + (L - 1)], 2, 1).reshape(P * L, P * L)
+    G = np.empty((P, L, P, L))
+    for p in range(P):
+        for q in range(P):
+            # Toeplitz block T[a, b] = r[L - 1 + b - a]: the reversed sliding windows of r
+            G[p, :, q, :] = np.lib.stride_tricks.sliding_window_view(R[p, q], L)[::-1]
+    G = G.reshape(P * L, P * L)
     D = R[:, P:][:, :, (L - 1) - np.arange(L)]                        # R[p, c, -m]
     D = np.moveaxis(D, 2, 1).reshape(P * L, est_flat.shape[0])
     return G, D
 
 
 # ----------------------------------------------------------------------------- BSS v4
-def _energy(spec: np.ndarray, n_fft: int) -> np.ndarray:
-    """Energy of real signals from their rFFT (Parseval), summed over every axis but the first."""
-    power = np.abs(spec) ** 2
-    weight = np.full(spec.shape[-1], 2.0)
-    weight[0] = 1.0
+def _energy(spec, n_fft: int) -> np.ndarray:
+    """Energy of real signals from their rFFT (Parseval: DC and Nyquist once, the other bins
+    twice), summed over every axis but the first. spec: complex torch tensor (w, ..., F)."""
+    w = spec.shape[0]
+    vr = torch_view_as_real(spec)                                   # (w, ..., F, 2)
+    total = 2.0 * vr.square().reshape(w, -1).sum(1)
+    total -= vr[..., 0, :].square().reshape(w, -1).sum(1)
     if n_fft % 2 == 0:
-        weight[-1] = 1.0
-    return (power * weight).reshape(spec.shape[0], -1, spec.shape[-1]).sum(axis=(1, 2)) / n_fft
+        total -= vr[..., -1, :].square().reshape(w, -1).sum(1)
+    return (total / n_fft).numpy()
 
 
-def _apply_filters(spec: np.ndarray, filt: np.ndarray) -> np.ndarray:
-    """Sum over input signals of spectrum x filter: spec (w, inputs, F), filt (inputs, F, out)
-    -> (w, out, F). Plain multiply-adds: faster than einsum for these few, long vectors."""
-    out = np.zeros((spec.shape[0], filt.shape[2], spec.shape[2]), dtype=np.complex128)
-    for i in range(spec.shape[1]):
-        for c in range(filt.shape[2]):
-            out[:, c] += spec[:, i] * filt[i, :, c]
-    return out
+def torch_view_as_real(spec):
+    import torch
+
+    return torch.view_as_real(spec)
+
+
+def _apply_filters(spec, filt):
+    """Sum over input signals of spectrum x filter, per frequency: spec (w, inputs, F),
+    filt (inputs, F, out) -> (w, out, F), as one batched matrix product over F."""
+    import torch
+
+    return torch.bmm(spec.permute(2, 0, 1), filt.permute(1, 0, 2)).permute(1, 2, 0)
 
 
 def _ratio_db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -177,7 +187,7 @@ def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100,
     interferers (the rest of the mixture).
     silent_estimates: "nan" drops windows where an estimate is silent (museval), "score" keeps them.
     """
-    from scipy import fft as sfft
+    import torch
     from scipy.linalg import lu_factor, lu_solve
 
     references = np.asarray(references)
@@ -220,23 +230,20 @@ def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100,
         excluded |= silent_windows(estimates, bounds).any(axis=0)
 
     out = {m: np.full((n_est, n_win), np.nan) for m in METRICS}
-    # windows all have the same length except when a single window spans the whole track
+    # windows all have the same length except when a single window spans the whole track;
+    # per window everything happens in the frequency domain (torch: complex128, all cores)
+    refs_t, est_t = torch.from_numpy(refs_flat), torch.from_numpy(est_flat)
     for length in sorted({b - a for a, b in bounds}):
         n_fft = _next_pow2(length + L - 1)
-        filt_all = [sfft.rfft(c, n_fft, axis=1) for c in C_all]              # (src*ch_in, F, ch_out)
-        filt_own = [sfft.rfft(c, n_fft, axis=1) for c in C_own]              # (ch_in, F, ch_out)
+        filt_all = [torch.fft.rfft(torch.from_numpy(c), n_fft, dim=1) for c in C_all]   # (src*ch_in, F, ch_out)
+        filt_own = [torch.fft.rfft(torch.from_numpy(c), n_fft, dim=1) for c in C_own]   # (ch_in, F, ch_out)
         todo = [w for w, (a, b) in enumerate(bounds) if b - a == length and not excluded[w]]
         for k in range(0, len(todo), window_batch):
             ws = todo[k: k + window_batch]
-            # (windows, source*channel, samples) float64, contiguous for the FFT
-            ref_win = np.empty((len(ws), n_src * n_ch, length))
-            est_win = np.empty((len(ws), n_est * n_ch, length))
-            for i, w in enumerate(ws):
-                a, b = bounds[w]
-                ref_win[i] = refs_flat[:, a:b]
-                est_win[i] = est_flat[:, a:b]
-            S = sfft.rfft(ref_win, n_fft, axis=2)                             # (w, src*ch, F)
-            E = sfft.rfft(est_win, n_fft, axis=2)
+            ref_win = torch.stack([refs_t[:, bounds[w][0]: bounds[w][1]] for w in ws]).double()
+            est_win = torch.stack([est_t[:, bounds[w][0]: bounds[w][1]] for w in ws]).double()
+            S = torch.fft.rfft(ref_win, n_fft, dim=2)                         # (w, src*ch, F)
+            E = torch.fft.rfft(est_win, n_fft, dim=2)
             del ref_win, est_win
             true_energy = {}
             for e, j in enumerate(reference_of):

@@ -45,7 +45,7 @@ import shutil  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Iterable  # noqa: E402
 
@@ -54,7 +54,14 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from iass import __version__  # noqa: E402
-from iass.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_parquet, clean_temp_files, stable_hash  # noqa: E402,E501
+from iass.io import (  # noqa: E402
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    clean_temp_files,
+    stable_hash,
+)
 from iass.pipelines import activity as act  # noqa: E402
 from iass.pipelines import corpus_format as cf  # noqa: E402
 from iass.pipelines.corpus_check import activity_digest, corpus_version  # noqa: E402
@@ -444,10 +451,11 @@ def _process_track(ref: TrackRef, cfg: BuildConfig) -> dict:
             instruments = {s["instrument"]: _read_wav(out / s["path"]) for s in rec["stems"]}
             stems_of = {s["instrument"]: list(s["source_stems"]) for s in rec["stems"]}
             warnings = [w for w in rows["warnings"] if not w.startswith("activation .lab not used")]
-            method, table = label_track(track, track_id, instruments, stems_of,
-                                        int(rows["num_frames"]), cfg, warnings)
+            n_frames = cf.num_frames(int(rows["num_samples"]), cfg.hop)  # the hop may have changed
+            method, table = label_track(track, track_id, instruments, stems_of, n_frames, cfg,
+                                        warnings)
             del instruments
-            rows.update(activity_method=method, hop=cfg.hop, warnings=warnings)
+            rows.update(activity_method=method, hop=cfg.hop, num_frames=n_frames, warnings=warnings)
             status = "relabelled"
         else:
             stage = "load"

@@ -71,6 +71,11 @@ def validate_corpus(root: str | Path, progress: bool = True) -> list[str]:
         return [f"{layout.manifest}: unreadable manifest ({exc})"]
     if manifest.get("format_version") != cf.FORMAT_VERSION:
         return [f"{layout.manifest}: format_version {manifest.get('format_version')} != {cf.FORMAT_VERSION}"]
+    tax_sha = (manifest.get("taxonomy") or {}).get("sha256")
+    if not layout.taxonomy.is_file():
+        problems.append(f"{layout.taxonomy}: missing (the taxonomy the corpus was built with)")
+    elif tax_sha and _sha256(layout.taxonomy) != tax_sha:
+        problems.append(f"{layout.taxonomy}: sha256 differs from the manifest's taxonomy.sha256")
     tables = {}
     for name, path, schema in (("tracks", layout.tracks, cf.TRACKS_SCHEMA),
                                ("stems", layout.stems, cf.STEMS_SCHEMA),

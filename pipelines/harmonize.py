@@ -66,6 +66,7 @@ def harmonize(track: SourceTrack, audio: TrackAudio, taxonomy: Taxonomy,
     stems_of: dict[str, list[str]] = {}
     labels_of: dict[str, list[str]] = {}
     annotated: dict[str, bool] = {}
+    owned: set[str] = set()
     total = np.zeros((n, 2), dtype=np.float32)
     for stem in track.stems:
         if stem.stem_id not in audio.stems:
@@ -74,9 +75,12 @@ def harmonize(track: SourceTrack, audio: TrackAudio, taxonomy: Taxonomy,
         taxonomy.check(inst)
         x = _fit(audio.stems[stem.stem_id], n)
         if inst in inst_audio:
+            if inst not in owned:  # never add into the decoded stem's own buffer
+                inst_audio[inst] = inst_audio[inst].copy()
+                owned.add(inst)
             inst_audio[inst] += x
         else:
-            inst_audio[inst] = x.copy()
+            inst_audio[inst] = x  # a lone stem is used as decoded (no copy)
         total += x
         stems_of.setdefault(inst, []).append(stem.stem_id)
         labels_of.setdefault(inst, []).append(stem.labels[0] if stem.labels else "")

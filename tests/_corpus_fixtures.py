@@ -114,7 +114,8 @@ def make_sources(base: Path, duration: float = 3.0) -> dict[str, Path]:
     medleydb_track(mdb, "AlphaBand_FirstSong", {
         "S01": ("drum set", burst(d, [(0.0, 1.5)], 120.0, seed=6)),
         "S02": ("piano", burst(d, [(1.0, d)], 262.0, seed=7)),
-        "S03": ("clean electric guitar", quiet)},
+        "S03": ("clean electric guitar", quiet),
+        "S04": ("distorted electric guitar", burst(d, [(2.0, d)], 370.0, seed=14))},
         artist="Alpha Band", title="First Song")
 
     ms = base / "mixing_secrets"

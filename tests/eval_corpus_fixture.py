@@ -103,7 +103,7 @@ def render_stem(instrument: str, regions, n: int, seed: int) -> np.ndarray:
     return (out * gate(regions, n)[:, None]).astype(np.float32)
 
 
-def default_tracks(seconds: float = 4.0) -> list[EvalTrack]:
+def default_tracks(seconds: float = 3.0) -> list[EvalTrack]:
     s = seconds
     full = [(0.0, s)]
     tracks = [

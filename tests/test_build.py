@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from _corpus_fixtures import SR, burst, make_sources, medleydb_track, write_wav
+from _corpus_fixtures import SR, burst, make_sources, medleydb_track
 from iass.pipelines import build as B
 from iass.pipelines.corpus_check import corpus_info, validate_corpus
 from iass.pipelines.corpus_format import (
@@ -96,6 +96,15 @@ def test_audio_is_summed_per_instrument_and_mixture_written(built, sources):
     total = sum(c.read_instrument(tid, i) for i in c.track(tid)["instruments"])
     np.testing.assert_allclose(mix, total, atol=1e-5)
     assert c.track(tid)["num_frames"] == mix.shape[0] // 1024 + 1
+    # two stems of one canonical instrument are summed into one file
+    tid = make_track_id("medleydb", "AlphaBand_FirstSong")
+    src = sources["medleydb"] / "AlphaBand_FirstSong" / "AlphaBand_FirstSong_STEMS"
+    s3, _ = sf.read(src / "AlphaBand_FirstSong_STEM_03.wav", dtype="float32")
+    s4, _ = sf.read(src / "AlphaBand_FirstSong_STEM_04.wav", dtype="float32")
+    np.testing.assert_array_equal(c.read_instrument(tid, "electric_guitar"), s3 + s4)
+    row = c.stems.filter((c.stems["track_id"] == tid) & (c.stems["instrument"] == "electric_guitar")).row(0, named=True)
+    assert row["source_stems"] == ["S03", "S04"]
+    assert row["source_labels"] == ["clean electric guitar", "distorted electric guitar"]
 
 
 def test_labels_match_independent_activation_confidence(built):
@@ -205,6 +214,17 @@ def test_rebuild_is_cached_relabel_and_add_touch_little(built, sources, tmp_path
     after = _mtimes(out, "activity/*.parquet")
     changed = {k for k in after if after[k] != parts.get(k)}
     assert changed == {f"activity/part-{new_shard}.parquet"}
+    assert validate_corpus(out, progress=False) == []
+
+    # another hop: relabelled (frames follow the new hop), still no audio rewritten
+    hop512 = B.run_build(_cfg(extra, out, corpus={"hop": 512, "labels": {"threshold": 0.8}}))
+    assert hop512["stats"]["relabelled"] == 10 and hop512["stats"]["built"] == 0
+    c = Corpus(out)
+    assert c.hop == 512
+    for tid in c.track_ids():
+        n = c.track(tid)["num_samples"] // 512 + 1
+        assert c.track(tid)["num_frames"] == n
+        assert c.read_activity(tid, ["drums"]).shape == (1, n)
     assert validate_corpus(out, progress=False) == []
 
 

@@ -11,7 +11,8 @@ import torch
 
 from corpus_fixture import FixtureTrack, frame_labels, gate, write_fixture_corpus
 from iass.pipelines.corpus_format import Corpus
-from iass.training.data import ChunkConfig, StepBatchSampler, TrainChunks, ValidChunks, magnitude
+from iass.training.data import (ChunkConfig, StepBatchSampler, TrainChunks, ValidChunks, loader_options,
+                                magnitude)
 
 HOP = 256
 TARGETS = ("vocals", "drums", "bass", "electric_guitar", "acoustic_guitar", "piano")
@@ -214,7 +215,7 @@ def test_same_batches_for_any_number_of_workers_and_ranks(corpus):
 
     def batches(workers, rank=0, world=1):
         loader = torch.utils.data.DataLoader(
-            ds, batch_sampler=StepBatchSampler(2, 5, 4, rank, world), num_workers=workers)
+            ds, batch_sampler=StepBatchSampler(2, 5, 4, rank, world), **loader_options(workers))
         return [b for b in loader]
 
     single = batches(0)

@@ -18,6 +18,9 @@ from iass.evaluation.evaluate import EvaluateConfig, evaluate
 from iass.evaluation.separate import SeparationConfig, separate_oneshot
 from iass.pipelines.corpus_format import Corpus
 
+# one evaluation (the module fixture) shared by these tests: keep them on one xdist worker
+pytestmark = pytest.mark.xdist_group("evaluate_report")
+
 TARGETS = ["vocals", "drums", "bass", "electric_guitar", "acoustic_guitar", "piano"]
 METHODS = ["IASS (weighted)", "IASS (unweighted)", "IBM", "input-SDR"]
 

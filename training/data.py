@@ -32,6 +32,18 @@ from torch.utils.data import Dataset, Sampler
 
 CHANNELS = 2
 
+#: Worker processes are spawned, never forked: the parent has polars (and torch's OpenMP) thread
+#: pools, and a forked child inherits their locks in whatever state they were (a deadlock we hit
+#: on the first real corpus). The dataset pickles small (no corpus, no audio), so spawning is cheap.
+WORKER_CONTEXT = "spawn"
+
+
+def loader_options(workers: int) -> dict:
+    """DataLoader keyword arguments for ``workers`` worker processes (0 = in the main process)."""
+    if workers <= 0:
+        return {"num_workers": 0}
+    return {"num_workers": int(workers), "multiprocessing_context": WORKER_CONTEXT, "prefetch_factor": 4}
+
 
 @dataclass(frozen=True)
 class ChunkConfig:

@@ -31,7 +31,8 @@ import torch.distributed as dist
 
 from iass.io import clean_temp_files, stable_hash
 from iass.training import run as runlib
-from iass.training.data import ChunkConfig, StepBatchSampler, TrainChunks, ValidChunks, magnitude
+from iass.training.data import (ChunkConfig, StepBatchSampler, TrainChunks, ValidChunks, loader_options,
+                                magnitude)
 from iass.training.losses import separation_loss
 
 MODELS = ("iass", "umx")
@@ -146,7 +147,7 @@ def input_statistics(corpus_root, cfg: ChunkConfig, n_fft: int, hop: int, exampl
     ds = TrainChunks(corpus_root, stats_cfg, augment=False)
     loader = torch.utils.data.DataLoader(
         ds, batch_sampler=StepBatchSampler(0, max(1, math.ceil(examples / 4)), 4),
-        num_workers=workers, generator=torch.Generator().manual_seed(cfg.seed))
+        generator=torch.Generator().manual_seed(cfg.seed), **loader_options(workers))
     total = total_sq = None
     count = 0
     for mixture, *_ in loader:
@@ -269,20 +270,22 @@ class Trainer:
         ds = TrainChunks(self.corpus_root, self.chunks)
         sampler = StepBatchSampler(start_step, stop_step, self.batch_size, self.d.rank, self.d.world)
         return torch.utils.data.DataLoader(
-            ds, batch_sampler=sampler, num_workers=self.workers,
-            persistent_workers=False, pin_memory=self.device.type == "cuda",
+            ds, batch_sampler=sampler, pin_memory=self.device.type == "cuda",
             # its own generator: creating the loader must not consume the global torch RNG
-            generator=torch.Generator().manual_seed(self.seed),
-            prefetch_factor=4 if self.workers else None,
-        )
+            generator=torch.Generator().manual_seed(self.seed), **loader_options(self.workers))
 
     def _valid_loader(self):
-        ds = ValidChunks(self.corpus_root, self.chunks,
-                         chunks_per_track=int(self.train_p.get("valid_chunks_per_track", 2)))
-        idx = list(range(self.d.rank, len(ds), self.d.world))
-        return torch.utils.data.DataLoader(
-            torch.utils.data.Subset(ds, idx), batch_size=max(1, self.batch_size // self.d.world),
-            num_workers=min(self.workers, 1), generator=torch.Generator().manual_seed(self.seed))
+        """Created once; its workers persist between validations (no start-up per epoch)."""
+        if getattr(self, "_valid", None) is None:
+            ds = ValidChunks(self.corpus_root, self.chunks,
+                             chunks_per_track=int(self.train_p.get("valid_chunks_per_track", 2)))
+            idx = list(range(self.d.rank, len(ds), self.d.world))
+            opts = loader_options(min(self.workers, 1))
+            self._valid = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(ds, idx), batch_size=max(1, self.batch_size // self.d.world),
+                generator=torch.Generator().manual_seed(self.seed),
+                persistent_workers=opts["num_workers"] > 0, **opts)
+        return self._valid
 
     # one batch ------------------------------------------------------------------------------
     def _loss(self, model, batch):
