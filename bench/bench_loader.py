@@ -56,6 +56,33 @@ def ours(root: Path) -> float:
     return rate(loader, BATCHES)
 
 
+class OpenUnmixInWorker(torch.utils.data.Dataset):
+    """Open-Unmix's dataset, unpickled in a spawned worker only after ``import_openunmix()`` (the
+    worker is a fresh interpreter: ``openunmix.data`` needs the torchaudio stand-in there too)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __getstate__(self):
+        import pickle
+
+        return {"blob": pickle.dumps(self.dataset)}
+
+    def __setstate__(self, state):
+        import pickle
+
+        from iass.training.umx import import_openunmix
+
+        import_openunmix()
+        self.dataset = pickle.loads(state["blob"])
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset[index]
+
+
 def open_unmix(root: Path, folder: Path) -> float:
     from iass.pipelines.corpus_format import Corpus
     from iass.training.data import loader_options
@@ -72,6 +99,7 @@ def open_unmix(root: Path, folder: Path) -> float:
         interferer_files=["drums.wav", "electric_bass.wav", "other.wav"], seq_duration=CHUNK_S,
         random_chunks=True, random_track_mix=True,
         source_augmentations=data.aug_from_str(["gain", "channelswap"]), sample_rate=44100.0)
+    ds = OpenUnmixInWorker(ds)
     sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=(BATCHES + 1) * BATCH)
     # the same worker set-up as ours (spawned processes, same prefetch)
     loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, sampler=sampler, **loader_options(WORKERS))

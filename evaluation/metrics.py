@@ -14,7 +14,9 @@ This module computes the same quantities with bounded memory and few large FFTs:
   length of the track;
 - the filters are solved exactly as museval does (``np.linalg.solve(G + eps I, D)``), once;
 - per window, every projection is done in the frequency domain (rFFT of the window, product with
-  the filters' spectra) and every energy is read off the spectrum (Parseval), batched over windows.
+  the filters' spectra) and every energy is read off the spectrum (Parseval), batched over windows
+  (torch, float64);
+- several estimates of one reference (the methods compared on a target) share one factorisation.
 The numbers equal museval's up to float64 rounding (tests/test_metrics.py compares them).
 
 One deliberate, documented difference is available: ``silent_estimates="score"`` scores windows
@@ -145,19 +147,15 @@ def _gram_and_rhs(refs_flat: np.ndarray, est_flat: np.ndarray, filters_len: int)
 def _energy(spec, n_fft: int) -> np.ndarray:
     """Energy of real signals from their rFFT (Parseval: DC and Nyquist once, the other bins
     twice), summed over every axis but the first. spec: complex torch tensor (w, ..., F)."""
+    import torch
+
     w = spec.shape[0]
-    vr = torch_view_as_real(spec)                                   # (w, ..., F, 2)
+    vr = torch.view_as_real(spec)                                   # (w, ..., F, 2)
     total = 2.0 * vr.square().reshape(w, -1).sum(1)
     total -= vr[..., 0, :].square().reshape(w, -1).sum(1)
     if n_fft % 2 == 0:
         total -= vr[..., -1, :].square().reshape(w, -1).sum(1)
     return (total / n_fft).numpy()
-
-
-def torch_view_as_real(spec):
-    import torch
-
-    return torch.view_as_real(spec)
 
 
 def _apply_filters(spec, filt):

@@ -7,17 +7,38 @@ which :func:`clean_temp_files` removes on the next run).
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import io
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 TMP_MARK = ".tmp-"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+# Fault injection for the reliability suite (tests/reliability): IASS_FAULT_KILL_AT="N[:GLOB]"
+# SIGKILLs this process at the N-th atomic write (counting only files whose name matches GLOB),
+# after the temp file is complete and before its rename: the moment a torn write would show.
+_FAULT = os.environ.get("IASS_FAULT_KILL_AT", "")
+_fault_lock = threading.Lock()
+_fault_count = 0
+
+
+def _fault_point(path: Path) -> None:
+    global _fault_count
+    nth, _, pattern = _FAULT.partition(":")
+    if pattern and not fnmatch.fnmatch(path.name, pattern):
+        return
+    with _fault_lock:
+        _fault_count += 1
+        if _fault_count == int(nth):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -33,10 +54,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        if _FAULT:
+            _fault_point(path)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        raise
+
+
+def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make ``dst`` the same file as ``src`` atomically: a hard link (no copy) renamed into place,
+    or a copy where the file system has no hard links. A reader sees the old or the new file."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f"{dst.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:  # EXDEV, EPERM, a file system without links: copy instead
+            import shutil
+
+            shutil.copyfile(src, tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        if _FAULT:
+            _fault_point(dst)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
         raise
 
 

@@ -164,7 +164,39 @@ def audio_info(path: str | Path, stream: int | None = None) -> AudioInfo:
         raise TrackError(path, f"unreadable audio ({' '.join(str(exc).split())[:160]})") from None
     if info.frames <= 0:
         raise TrackError(path, "empty audio file (0 frames)")
+    truncated = wav_truncation(path)
+    if truncated:
+        raise TrackError(path, truncated)
     return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def wav_truncation(path: str | Path) -> str | None:
+    """Why a RIFF/WAVE file is cut short (its data chunk declares more bytes than the file holds),
+    or None. libsndfile quietly reads what is there, so a file cut by a failed copy would pass as
+    a shorter take and be zero-padded; a truncated file is an error instead."""
+    import struct
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None  # RF64, W64, AIFF, FLAC...: not checked here
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                cid, csize = struct.unpack("<4sI", fh.read(8))
+                if cid == b"data":
+                    have = size - (pos + 8)
+                    if csize not in (0, 0xFFFFFFFF) and csize > have:
+                        return (f"truncated WAV: the data chunk declares {csize} bytes, "
+                                f"the file holds {have}")
+                    return None
+                pos += 8 + csize + (csize & 1)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    return None
 
 
 # ---------------------------------------------------------------- decoding

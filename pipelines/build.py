@@ -39,6 +39,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import contextlib  # noqa: E402
+import errno  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
@@ -55,6 +56,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from iass import __version__  # noqa: E402
 from iass.io import (  # noqa: E402
+    atomic_link,
     atomic_path,
     atomic_write_bytes,
     atomic_write_json,
@@ -75,6 +77,10 @@ BUILD_VERSION = "1"
 LABEL_VERSION = "1"
 CACHE_DIR = ".cache"
 LOCK_NAME = ".build.lock"
+#: published table snapshots, one folder per corpus version (see publish_tables)
+SNAPSHOT_DIR = ".versions"
+#: write errors that mean the OUTPUT is at fault (full disk, quota, size cap, read-only), not a track
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 SHARD_DIGEST_KEY = b"iass_shard_digest"
 
 
@@ -200,8 +206,15 @@ def build_lock(out: Path):
             raise BuildError(
                 f"{path}: another corpus build (pid {pid} on {host or '?'}) is writing into {out}; "
                 f"wait for it to finish, or delete the lock if that build is gone") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(me)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(me)
+        except OSError as exc:  # a full disk: leave no empty lock that would refuse every build
+            with contextlib.suppress(OSError):
+                path.unlink()
+            if is_disk_error(exc):
+                raise BuildError(disk_error_message(out, exc)) from None
+            raise
         break
     try:
         yield path
@@ -383,11 +396,26 @@ def discover_source(name: str, root: str) -> list[TrackRef]:
     return list(get_adapter(name).discover(path))
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of a file name (surrogateescape)
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """A table-safe form of a name that may hold undecodable file-name bytes (shown as U+FFFD)."""
+    return text if _is_utf8(text) else \
+        text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _reject(ref: TrackRef, stage: str, path: str, reason: str, cfg: BuildConfig) -> dict:
     roots = cfg.sources
+    one_line = " ".join(_scrub(_printable(str(reason)), roots).split())
     return {"status": "rejected", "reject": {
-        "source": ref.source, "native_id": ref.native_id,
-        "path": _scrub(str(path), roots), "stage": stage, "reason": _scrub(reason, roots)}}
+        "source": ref.source, "native_id": _printable(ref.native_id),
+        "path": _scrub(_printable(str(path)), roots), "stage": stage, "reason": one_line}}
 
 
 @task(name="process-track", cache_policy=NO_CACHE, persist_result=False, retries=0)
@@ -488,8 +516,28 @@ def _process_track(ref: TrackRef, cfg: BuildConfig) -> dict:
         return _reject(ref, stage, exc.path, exc.reason, cfg)
     except Exception as exc:  # noqa: BLE001 - one bad track must not stop the others
         # (a corrupt file the adapter did not anticipate: libsndfile raises RuntimeError, ...)
+        # ... but a full disk is not the track's fault: quarantining it would publish a corpus
+        # with tracks silently missing. Stop the build; the published version stays as it was.
+        if is_disk_error(exc):
+            raise BuildError(disk_error_message(out, exc)) from None
         path = getattr(exc, "filename", None) or ref.location
         return _reject(ref, stage, str(path), f"{type(exc).__name__}: {' '.join(str(exc).split())}", cfg)
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """A write failed because of the output (full disk, quota, file size cap, read-only)."""
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        return True
+    text = str(exc)  # pyarrow's IO errors carry the strerror but not always the errno
+    return isinstance(exc, OSError) and any(os.strerror(e) in text for e in DISK_ERRNOS)
+
+
+def disk_error_message(out: Path, exc: BaseException) -> str:
+    what = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+    name = getattr(exc, "filename", None)
+    return (f"cannot write the corpus under {out}: {what}"
+            f"{f' ({name})' if name else ''}; the build stopped and the published corpus version "
+            f"(manifest.json) is unchanged; free space and run the build again to resume")
 
 
 def _input_digest(ref: TrackRef, file_hashes: dict[str, str], cfg: BuildConfig) -> str:
@@ -635,12 +683,16 @@ def _table(rows: list[dict], schema):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def write_activity_shards(out: Path, records: list[dict], num_shards: int) -> dict[str, int]:
-    """Assemble activity/part-<shard>.parquet from per-track files; rewrite only changed shards."""
+def write_activity_shards(out: Path, records: list[dict], num_shards: int,
+                          dest: Path | None = None, reuse: Path | None = None) -> dict[str, int]:
+    """Assemble activity/part-<shard>.parquet under ``dest`` (a snapshot; default ``out``) from the
+    per-track files; a shard whose members are unchanged is kept (``dest`` == ``reuse``) or hard
+    linked from the previous snapshot ``reuse``, never rewritten."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    layout = cf.CorpusLayout(out)
+    layout = cf.CorpusLayout(out if dest is None else dest)
+    previous = cf.CorpusLayout(reuse) if reuse is not None else layout
     cache = CachePaths(out)
     by_shard: dict[str, list[dict]] = {}
     for r in records:
@@ -650,14 +702,19 @@ def write_activity_shards(out: Path, records: list[dict], num_shards: int) -> di
         recs = sorted(recs, key=lambda r: r["track_id"])
         digest = stable_hash([(r["track_id"], r["activity_digest"]) for r in recs]).encode()
         path = layout.activity_part(shard)
-        if path.exists():
+        kept = False
+        for old in dict.fromkeys((path, previous.activity_part(shard))):
             try:
-                meta = pq.read_schema(path).metadata or {}
-                if meta.get(SHARD_DIGEST_KEY) == digest:
-                    stats["kept"] += 1
-                    continue
+                if old.exists() and (pq.read_schema(old).metadata or {}).get(SHARD_DIGEST_KEY) == digest:
+                    if old != path:
+                        atomic_link(old, path)
+                    kept = True
+                    break
             except (OSError, pa.ArrowInvalid):
                 pass
+        if kept:
+            stats["kept"] += 1
+            continue
         tables = [pq.read_table(cache.activity_file(r["track_id"])) for r in recs]
         table = pa.concat_tables(tables).cast(cf.ACTIVITY_SCHEMA)
         table = table.replace_schema_metadata({SHARD_DIGEST_KEY: digest})
@@ -671,15 +728,64 @@ def write_activity_shards(out: Path, records: list[dict], num_shards: int) -> di
     return stats
 
 
-def _prune(out: Path, keep_ids: set[str], keep_shard: dict[str, str]) -> None:
-    """Remove audio and cache of tracks that are gone (source removed, now rejected, re-sharded)."""
+def _snapshot_layout(out: Path, manifest: dict | None) -> cf.CorpusLayout | None:
+    """Where the tables of a published manifest live (the root itself for older corpora)."""
+    if not manifest:
+        return None
+    snap = manifest.get("snapshot")
+    return cf.CorpusLayout(out / snap) if snap else cf.CorpusLayout(out)
+
+
+def _table_files(layout: cf.CorpusLayout, shards: Iterable[str]) -> list[Path]:
+    return [layout.tracks, layout.stems, layout.rejects, layout.taxonomy,
+            *(layout.activity_part(s) for s in sorted(set(shards)))]
+
+
+def mirror_snapshot(out: Path, snap: cf.CorpusLayout, shards: Iterable[str]) -> None:
+    """Make the root tables (tracks.parquet, activity/part-*, ...) hard links to the published
+    snapshot, for tools that read the root directly; readers of :class:`Corpus` use the snapshot
+    named in manifest.json, so they never see this step half done."""
+    root = cf.CorpusLayout(out)
+    shards = set(shards)
+    for src in _table_files(snap, shards):
+        dst = root.root / src.relative_to(snap.root)
+        try:
+            if os.path.samefile(src, dst):
+                continue
+        except OSError:
+            pass
+        atomic_link(src, dst)
+    if root.activity_dir.exists():
+        for p in root.activity_dir.glob("part-*.parquet"):
+            if p.stem.removeprefix("part-") not in shards:
+                p.unlink()
+
+
+def _snapshot_tracks(layout: cf.CorpusLayout | None) -> set[tuple[str, str]]:
+    """(shard, track_id) of every track of a published version (its audio must stay readable)."""
+    import pyarrow.parquet as pq
+
+    if layout is None:
+        return set()
+    try:
+        t = pq.read_table(layout.tracks, columns=["track_id", "shard"])
+    except Exception:  # noqa: BLE001 - a legacy or damaged prior: nothing to protect
+        return set()
+    return set(zip(t.column("shard").to_pylist(), t.column("track_id").to_pylist()))
+
+
+def _prune(out: Path, keep_ids: set[str], keep_dirs: set[tuple[str, str]],
+           keep_snapshots: set[str]) -> None:
+    """Remove audio of tracks in neither the new nor the previous version, caches of tracks that
+    are gone, and snapshots other than ``keep_snapshots``. The previous version's audio and tables
+    stay one build longer, so a reader that opened it during this build reads it to the end."""
     layout = cf.CorpusLayout(out)
     if layout.audio_dir.exists():
         for shard_dir in layout.audio_dir.iterdir():
             if not shard_dir.is_dir():
                 continue
             for tdir in shard_dir.iterdir():
-                if keep_shard.get(tdir.name) != shard_dir.name:
+                if (shard_dir.name, tdir.name) not in keep_dirs:
                     shutil.rmtree(tdir, ignore_errors=True)
             if not any(shard_dir.iterdir()):
                 shard_dir.rmdir()
@@ -689,6 +795,11 @@ def _prune(out: Path, keep_ids: set[str], keep_shard: dict[str, str]) -> None:
             for p in folder.glob(f"*{suffix}"):
                 if p.name[: -len(suffix)] not in keep_ids:
                     p.unlink()
+    snaps = out / SNAPSHOT_DIR
+    if snaps.exists():
+        for d in snaps.iterdir():
+            if f"{SNAPSHOT_DIR}/{d.name}" not in keep_snapshots:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 @task(name="split-guard", cache_policy=NO_CACHE, persist_result=False)
@@ -736,11 +847,29 @@ def _build(cfg: BuildConfig, lock_held: bool = False):
         refs: list[TrackRef] = []
         for name, root in cfg.sources:
             refs.extend(discover_source(name, root))
-        ids = [cf.make_track_id(r.source, r.native_id) for r in refs]
-        if len(set(ids)) != len(ids):
-            dup = sorted({i for i in ids if ids.count(i) > 1})
-            raise BuildError(f"two sources give the same track ids {dup[:3]}; is a source listed twice?")
+        # the same native id twice in one source (MUSDB's train/ and test/ both holding a song):
+        # which copy is right is unknowable, so every copy is quarantined, the rest goes on
+        by_id: dict[str, list[TrackRef]] = {}
         results: list[dict] = []
+        for r in refs:
+            if not _is_utf8(r.native_id):  # a file name the tables (UTF-8) cannot hold
+                results.append(_reject(r, "discover", str(r.location),
+                                       "file name is not valid UTF-8: rename the track", cfg))
+                results[-1]["pid"] = os.getpid()
+                continue
+            by_id.setdefault(cf.make_track_id(r.source, r.native_id), []).append(r)
+        refs = []
+        for tid, group in by_id.items():
+            if len(group) == 1:
+                refs.append(group[0])
+                continue
+            where = ", ".join(_scrub(str(g.location), cfg.sources) for g in group)
+            for g in group:
+                results.append(_reject(g, "discover", str(g.location),
+                                       f"duplicate track id {tid}: {len(group)} tracks of {g.source} "
+                                       f"have the native id {g.native_id!r} ({where})", cfg))
+                results[-1]["pid"] = os.getpid()
+        n_dup = len(results)
         todo = []
         for r in refs:  # unchanged tracks are settled here: no task, no audio
             hit = cached_record(r, cfg)
@@ -751,7 +880,7 @@ def _build(cfg: BuildConfig, lock_held: bool = False):
         # the flow's task runner (threads | processes | dask) runs these; see run_build
         futures = [process_track.with_options(task_run_name=f"track-{r.source}-{r.native_id}"[:100])
                    .submit(r, cfg) for r in todo]
-        bar = tqdm(total=len(refs), initial=len(results), desc="corpus", unit="track",
+        bar = tqdm(total=len(refs) + n_dup, initial=len(results), desc="corpus", unit="track",
                    disable=not cfg.progress, file=sys.stderr)
         for fut in as_completed(futures):
             results.append(fut.result())
@@ -759,7 +888,10 @@ def _build(cfg: BuildConfig, lock_held: bool = False):
         bar.close()
         records = sorted((r for r in results if r["status"] != "rejected"), key=lambda r: r["track_id"])
         rejects = sorted((r["reject"] for r in results if r["status"] == "rejected"),
-                         key=lambda r: (r["source"], r["native_id"]))
+                         key=lambda r: (r["source"], r["native_id"], r["stage"], r["path"]))
+        for rj in rejects:  # one line each: what was quarantined and why (also rejects.parquet)
+            print(f"rejected {rj['source']}:{rj['native_id']} ({rj['stage']}) {rj['path']}: "
+                  f"{rj['reason']}", file=sys.stderr)
         if cfg.strict and rejects:
             from prefect.states import Failed
 
@@ -804,21 +936,35 @@ def _build(cfg: BuildConfig, lock_held: bool = False):
         stats = {"built": 0, "cached": 0, "relabelled": 0, "rejected": len(rejects)}
         for r in records:
             stats[r["status"]] = stats.get(r["status"], 0) + 1
+        # Publishing: the tables go into a snapshot folder of this version, then manifest.json
+        # (naming the snapshot) is replaced in one rename: the commit point. A reader keys off the
+        # manifest it opened, so it sees the old version or the new one, never a mix.
+        snap_rel = f"{SNAPSHOT_DIR}/{version[:16]}"
+        manifest["snapshot"] = snap_rel
+        snap = cf.CorpusLayout(out / snap_rel)
+        shard_names = {r["shard"] for r in records}
         prior = None
         with contextlib.suppress(OSError, ValueError):
             prior = json.loads(layout.manifest.read_text())
-        unchanged = (prior == manifest and all(p.exists() for p in (
-            layout.tracks, layout.stems, layout.rejects, layout.taxonomy)))
+        prior_layout = _snapshot_layout(out, prior)
+        unchanged = (prior == manifest and all(p.exists() for p in _table_files(snap, shard_names)))
         shards = {"written": 0, "kept": 0, "removed": 0}
         if not unchanged:
-            shards = write_activity_shards(out, records, cfg.num_shards)
-            atomic_write_parquet(layout.tracks, _table(tracks_rows, cf.TRACKS_SCHEMA))
-            atomic_write_parquet(layout.stems, _table(stems_rows, cf.STEMS_SCHEMA))
-            atomic_write_parquet(layout.rejects, _table(rejects, cf.REJECTS_SCHEMA))
-            atomic_write_bytes(layout.taxonomy, Path(taxonomy.path).read_bytes())
-            _prune(out, {r["track_id"] for r in records},
-                   {r["track_id"]: r["shard"] for r in records})
-            atomic_write_json(layout.manifest, manifest)  # last: a manifest means a whole corpus
+            shards = write_activity_shards(out, records, cfg.num_shards, dest=snap.root,
+                                           reuse=prior_layout.root if prior_layout else None)
+            atomic_write_parquet(snap.tracks, _table(tracks_rows, cf.TRACKS_SCHEMA))
+            atomic_write_parquet(snap.stems, _table(stems_rows, cf.STEMS_SCHEMA))
+            atomic_write_parquet(snap.rejects, _table(rejects, cf.REJECTS_SCHEMA))
+            atomic_write_bytes(snap.taxonomy, Path(taxonomy.path).read_bytes())
+            atomic_write_json(snap.manifest, manifest)
+            atomic_write_json(layout.manifest, manifest)  # the commit: a manifest means a whole corpus
+        mirror_snapshot(out, snap, shard_names)
+        keep_dirs = {(r["shard"], r["track_id"]) for r in records}
+        keep_snaps = {snap_rel}
+        if prior and prior.get("snapshot") and prior != manifest:
+            keep_dirs |= _snapshot_tracks(prior_layout)
+            keep_snaps.add(prior["snapshot"])
+        _prune(out, {r["track_id"] for r in records}, keep_dirs, keep_snaps)
         elapsed = time.perf_counter() - t0
         summary = (f"corpus {version[:12]} -> {out}: {len(tracks_rows)} tracks "
                    f"({stats['built']} built, {stats['cached']} cached, {stats['relabelled']} "
@@ -855,3 +1001,7 @@ def run_build(cfg: BuildConfig) -> dict:
             return flow_run(cfg, lock_held=True)
         except FailedRun as exc:
             raise BuildError(str(exc)) from None
+        except OSError as exc:
+            if is_disk_error(exc):
+                raise BuildError(disk_error_message(Path(cfg.out), exc)) from None
+            raise

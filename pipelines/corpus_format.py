@@ -2,7 +2,10 @@
 
 Layout of a built corpus (``datasets/corpus/`` by default)::
 
-    manifest.json                 corpus version, taxonomy hash, params, counts, code version
+    manifest.json                 corpus version, taxonomy hash, params, counts, code version;
+                                  ``snapshot``: the folder holding this version's tables
+    .versions/<version16>/        the tables below (and taxonomy, manifest) of one version; the
+                                  root copies are hard links to the current one
     taxonomy.yaml                 copy of the taxonomy the corpus was built with
     tracks.parquet                one row per track           (TRACKS_SCHEMA)
     stems.parquet                 one row per (track, canonical instrument) with audio (STEMS_SCHEMA)
@@ -169,6 +172,13 @@ class Corpus:
                 f"{self.layout.manifest}: corpus format {self.manifest.get('format_version')} "
                 f"!= supported {FORMAT_VERSION}; rebuild the corpus"
             )
+        # The tables of this version: the snapshot folder manifest.json names (a rebuild writes
+        # the next version's tables beside it and swaps manifest.json last, so a reader keeps a
+        # complete, consistent version), or the root for corpora written without snapshots.
+        snap = self.manifest.get("snapshot")
+        if snap and (Path(snap).is_absolute() or ".." in Path(snap).parts):
+            raise ValueError(f"{self.layout.manifest}: snapshot {snap!r} must be inside the corpus")
+        self.tables = CorpusLayout(self.root / snap) if snap else self.layout
         self._activity_cache: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
 
     # tables -----------------------------------------------------------------------------
@@ -184,27 +194,27 @@ class Corpus:
     def tracks(self):
         import polars as pl
 
-        return pl.read_parquet(self.layout.tracks)
+        return pl.read_parquet(self.tables.tracks)
 
     @cached_property
     def stems(self):
         import polars as pl
 
-        return pl.read_parquet(self.layout.stems)
+        return pl.read_parquet(self.tables.stems)
 
     @cached_property
     def rejects(self):
         import polars as pl
 
-        if not self.layout.rejects.exists():
+        if not self.tables.rejects.exists():
             return pl.DataFrame(schema=pl.Schema(pl.from_arrow(REJECTS_SCHEMA.empty_table()).schema))
-        return pl.read_parquet(self.layout.rejects)
+        return pl.read_parquet(self.tables.rejects)
 
     @cached_property
     def taxonomy(self):
         from iass.pipelines.taxonomy import load_taxonomy
 
-        return load_taxonomy(self.layout.taxonomy)
+        return load_taxonomy(self.tables.taxonomy)
 
     @cached_property
     def _track_rows(self) -> dict[str, dict]:
@@ -281,7 +291,7 @@ class Corpus:
 
         row = self.track(track_id)
         table = pq.read_table(
-            self.layout.activity_part(row["shard"]), filters=pc.field("track_id") == track_id
+            self.tables.activity_part(row["shard"]), filters=pc.field("track_id") == track_id
         )
         n = int(row["num_frames"])
         out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -332,7 +342,7 @@ class Corpus:
         import polars as pl
 
         row = self.track(track_id)
-        return (pl.scan_parquet(self.layout.activity_part(row["shard"]))
+        return (pl.scan_parquet(self.tables.activity_part(row["shard"]))
                 .filter(pl.col("track_id") == track_id).collect())
 
 

@@ -160,3 +160,28 @@ def test_per_target_linear_matches_separate_linears():
     for k in range(3):
         ref = torch.nn.functional.linear(x[:, k], net.last.weight[k].T, net.last.bias[k])
         torch.testing.assert_close(out[:, k], ref)
+
+
+def test_inference_optimisation_keeps_the_outputs():
+    """BN folded into the convolutions + channels-last: same masks and logits (float rounding)."""
+    import copy
+
+    from iass.training.iass_model import optimize_for_inference
+
+    torch.manual_seed(3)
+    model = IASSModel(TARGETS[:2], 512, 186, (2, 4, 6), multi_target=True)
+    for m in model.modules():  # trained-looking BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-1, 1)
+    model.eval()
+    fast = optimize_for_inference(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.net.encoder.modules())
+    mix = torch.rand(1, 2, 257, 9)
+    with torch.no_grad():
+        m0, l0 = model.masks(mix)
+        m1, l1 = fast.masks(mix)
+    torch.testing.assert_close(m1, m0, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-5)

@@ -140,3 +140,24 @@ class RunDir:
 
 def command_line() -> list[str]:
     return [Path(sys.argv[0]).name, *sys.argv[1:]]
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory instead of returning it to the kernel (CPU training only).
+
+    Each step allocates the same large spectrogram tensors (~100-200 MB at batch 8); by default
+    glibc serves them with mmap and unmaps them on free, so every step page-faults them in again
+    (measured: 1.7 s of kernel time per 5 s step). With mmap off and no trimming, the heap is
+    reused: kernel time ~0.1 s per step. Returns False where this is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**30))
+    except (OSError, AttributeError):
+        return False

@@ -194,6 +194,8 @@ class Trainer:
         self.device = resolve_device(device_choice, self.d)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        else:
+            runlib.keep_freed_memory()
 
         stft = params.get("stft") or {}
         self.hop = self.corpus.hop

@@ -70,7 +70,7 @@ class MUSDBAdapter(SourceAdapter):
         folders = [(root / f, f) for f in SPLIT_FOLDERS if (root / f).is_dir()] or [(root, None)]
         fmt = self.options.get("format", "auto")
         mixture_file = self.mixture_spec["file"]
-        found: dict[str, TrackRef] = {}
+        found: dict[tuple[str, str], TrackRef] = {}
         for folder, split_name in folders:
             for entry in sorted(folder.iterdir()):
                 if entry.name.startswith("."):
@@ -84,12 +84,13 @@ class MUSDBAdapter(SourceAdapter):
                     native_id, kind = entry.name[: -len(STEM_SUFFIX)], "stems"
                 else:
                     continue
-                previous = found.get(native_id)
-                if previous is not None and (
-                    previous.extra["format"] == "hq" or Path(previous.location).parent != folder
-                ):
-                    continue  # HQ WAV wins over lossy stems; the first split folder wins
-                found[native_id] = TrackRef(
+                # HQ WAV wins over lossy stems of the same track in the same folder; the same
+                # song in two split folders is yielded twice: the build quarantines both copies
+                # (which split is right is unknowable), never drops one silently
+                previous = found.get((native_id, str(folder)))
+                if previous is not None and previous.extra["format"] == "hq":
+                    continue
+                found[(native_id, str(folder))] = TrackRef(
                     source=self.name,
                     native_id=native_id,
                     root=root,
