@@ -518,8 +518,8 @@ def _process_track(ref: TrackRef, cfg: BuildConfig) -> dict:
         # (a corrupt file the adapter did not anticipate: libsndfile raises RuntimeError, ...)
         # ... but a full disk is not the track's fault: quarantining it would publish a corpus
         # with tracks silently missing. Stop the build; the published version stays as it was.
-        if is_disk_error(exc):
-            raise BuildError(disk_error_message(out, exc)) from None
+        if is_disk_error(exc):  # returned, not raised: the flow stops with this one line
+            return {"status": "failed", "error": disk_error_message(out, exc)}
         path = getattr(exc, "filename", None) or ref.location
         return _reject(ref, stage, str(path), f"{type(exc).__name__}: {' '.join(str(exc).split())}", cfg)
 
@@ -830,7 +830,16 @@ def build_corpus(cfg: BuildConfig, lock_held: bool = False):
     """Build (or update) the corpus under ``cfg.out``; returns the manifest plus run statistics.
 
     ``--strict`` with rejects ends the flow run Failed (a one-line message, no traceback)."""
-    return _build(cfg, lock_held)
+    from prefect.states import Failed
+
+    try:
+        return _build(cfg, lock_held)
+    except BuildError as exc:  # a Failed state with one line, not a logged traceback
+        return Failed(message=str(exc))
+    except OSError as exc:
+        if is_disk_error(exc):
+            return Failed(message=disk_error_message(Path(cfg.out), exc))
+        raise
 
 
 def _build(cfg: BuildConfig, lock_held: bool = False):
@@ -883,7 +892,10 @@ def _build(cfg: BuildConfig, lock_held: bool = False):
         bar = tqdm(total=len(refs) + n_dup, initial=len(results), desc="corpus", unit="track",
                    disable=not cfg.progress, file=sys.stderr)
         for fut in as_completed(futures):
-            results.append(fut.result())
+            res = fut.result()
+            if res["status"] == "failed":  # the output, not the track, is at fault (full disk)
+                raise BuildError(res["error"])
+            results.append(res)
             bar.update(1)
         bar.close()
         records = sorted((r for r in results if r["status"] != "rejected"), key=lambda r: r["track_id"])

@@ -71,6 +71,9 @@ def validate_corpus(root: str | Path, progress: bool = True) -> list[str]:
         return [f"{layout.manifest}: unreadable manifest ({exc})"]
     if manifest.get("format_version") != cf.FORMAT_VERSION:
         return [f"{layout.manifest}: format_version {manifest.get('format_version')} != {cf.FORMAT_VERSION}"]
+    audio_root = layout.root
+    if manifest.get("snapshot"):  # the published version's tables (as the Corpus reader reads them)
+        layout = cf.CorpusLayout(layout.root / manifest["snapshot"])
     tax_sha = (manifest.get("taxonomy") or {}).get("sha256")
     if not layout.taxonomy.is_file():
         problems.append(f"{layout.taxonomy}: missing (the taxonomy the corpus was built with)")
@@ -95,7 +98,7 @@ def validate_corpus(root: str | Path, progress: bool = True) -> list[str]:
     files = [(t["track_id"], t["mixture_path"], t["mixture_sha256"]) for t in tables["tracks"]]
     files += [(s["track_id"], s["path"], s["sha256"]) for s in tables["stems"]]
     for tid, rel, digest in tqdm(files, desc="checksums", unit="file", disable=not progress):
-        path = layout.root / rel
+        path = audio_root / rel
         if tid not in tracks:
             problems.append(f"{path}: stem of unknown track {tid}")
         elif not path.is_file():
@@ -137,7 +140,7 @@ def validate_corpus(root: str | Path, progress: bool = True) -> list[str]:
     version = corpus_version(list(tracks.values()), tables["stems"], activity, tables["rejects"],
                              manifest.get("params", {}))
     if version != manifest.get("corpus_version"):
-        problems.append(f"{layout.manifest}: corpus_version {manifest.get('corpus_version', '')[:12]} "
+        problems.append(f"{cf.CorpusLayout(audio_root).manifest}: corpus_version {manifest.get('corpus_version', '')[:12]} "
                         f"does not match the content ({version[:12]}): a table or shard was modified")
     return problems
 
