@@ -37,7 +37,7 @@ demo: $(STAMP)
 	$(BIN)/iass report show reports/evaluate
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow"
