@@ -102,17 +102,22 @@ def tree_rss_mb() -> float:
 
 
 def soak(corpus: Path, chunks: int = SOAK_CHUNKS, workers: int = SOAK_WORKERS,
-         batch: int = SOAK_BATCH, warmup: int = WARMUP_BATCHES) -> dict:
+         batch: int = SOAK_BATCH, warmup: int = WARMUP_BATCHES,
+         targets: tuple[str, ...] = ("piano", "bass", "drums")) -> dict:
     """Stream ``chunks`` training chunks; RSS of the process tree after ``warmup`` batches vs end."""
+    import warnings
+
     import torch
 
     from iass.training.data import ChunkConfig, StepBatchSampler, TrainChunks, loader_options
 
-    cfg = ChunkConfig(targets=("piano", "bass", "drums"), chunk_samples=int(0.25 * SR), hop=1024)
+    cfg = ChunkConfig(targets=tuple(targets), chunk_samples=int(0.25 * SR), hop=1024)
     steps = chunks // batch
     loader = torch.utils.data.DataLoader(TrainChunks(corpus, cfg), batch_sampler=StepBatchSampler(0, steps, batch),
                                          **loader_options(workers))
-    seen, rss_warm, t0, samples = 0, None, time.perf_counter(), []
+    # more workers than this 2-core machine has cores is the point of a soak: quiet torch's advice
+    warnings.filterwarnings("ignore", message="This DataLoader will create")
+    seen, rss_warm, rss_end, t0, samples = 0, None, None, time.perf_counter(), []
     for b, example in enumerate(loader):
         seen += len(example[0])
         if b == warmup:
@@ -120,7 +125,8 @@ def soak(corpus: Path, chunks: int = SOAK_CHUNKS, workers: int = SOAK_WORKERS,
             t0 = time.perf_counter()
         if b % 50 == 0:
             samples.append(round(tree_rss_mb(), 1))
-    rss_end = tree_rss_mb()
+        if b == steps - 1:  # the last batch, while the workers are still alive
+            rss_end = tree_rss_mb()
     return {"chunks": seen, "workers": workers, "rss_warm_mb": round(rss_warm, 1),
             "rss_end_mb": round(rss_end, 1), "rss_growth": rss_end / rss_warm - 1,
             "chunks_per_s": (seen - (warmup + 1) * batch) / (time.perf_counter() - t0),
