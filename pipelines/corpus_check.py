@@ -142,6 +142,27 @@ def validate_corpus(root: str | Path, progress: bool = True) -> list[str]:
     if version != manifest.get("corpus_version"):
         problems.append(f"{cf.CorpusLayout(audio_root).manifest}: corpus_version {manifest.get('corpus_version', '')[:12]} "
                         f"does not match the content ({version[:12]}): a table or shard was modified")
+    if layout.root != audio_root:
+        problems += _check_root_copies(audio_root, layout, shards, manifest.get("corpus_version", ""))
+    return problems
+
+
+def _check_root_copies(root: Path, snap: cf.CorpusLayout, shards, version: str) -> list[str]:
+    """The root tables are copies (hard links) of the published snapshot, for tools that read
+    the root: each must be the same bytes as its snapshot file."""
+    problems = []
+    rel_files = ["tracks.parquet", "stems.parquet", "rejects.parquet", "taxonomy.yaml",
+                 *(f"activity/part-{s}.parquet" for s in sorted(shards))]
+    for rel in rel_files:
+        copy, original = root / rel, snap.root / rel
+        try:
+            same = copy.samefile(original) or _sha256(copy) == _sha256(original)
+        except OSError:
+            same = False
+        if not same:
+            problems.append(f"{copy}: differs from {original} of the published corpus_version "
+                            f"{version[:12]} (modified after the build, or an interrupted build: "
+                            f"re-run it)")
     return problems
 
 
