@@ -113,10 +113,10 @@ def soak(corpus: Path, chunks: int = SOAK_CHUNKS, workers: int = SOAK_WORKERS,
 
     cfg = ChunkConfig(targets=tuple(targets), chunk_samples=int(0.25 * SR), hop=1024)
     steps = chunks // batch
-    loader = torch.utils.data.DataLoader(TrainChunks(corpus, cfg), batch_sampler=StepBatchSampler(0, steps, batch),
-                                         **loader_options(workers))
     # more workers than this 2-core machine has cores is the point of a soak: quiet torch's advice
     warnings.filterwarnings("ignore", message="This DataLoader will create")
+    loader = torch.utils.data.DataLoader(TrainChunks(corpus, cfg), batch_sampler=StepBatchSampler(0, steps, batch),
+                                         **loader_options(workers))
     seen, rss_warm, rss_end, t0, samples = 0, None, None, time.perf_counter(), []
     for b, example in enumerate(loader):
         seen += len(example[0])

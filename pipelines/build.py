@@ -492,7 +492,8 @@ def _process_track(ref: TrackRef, cfg: BuildConfig) -> dict:
             harm = harmonize(track, audio, taxonomy, cfg.mixture_tolerance_db)
             del audio
             stage = "write"
-            rec, instruments, stems_of = _write_audio(ref, track, track_id, shard, harm, layout, cfg)
+            rec, instruments, stems_of = _write_audio(ref, track, track_id, shard, harm, layout, cfg,
+                                                      audio_dir_name(track_id, input_digest))
             stage = "label"
             warnings = list(rec["track"]["warnings"])
             method, table = label_track(track, track_id, harm.instruments, stems_of,
@@ -616,15 +617,22 @@ def _outputs_ok(out: Path, outputs: dict[str, int]) -> bool:
     return True
 
 
+def audio_dir_name(track_id: str, input_digest: str) -> str:
+    """The folder of a track's WAVs: the track id plus a key of its source content, so audio that
+    changes goes to a new folder and a reader of the previous version keeps reading the old one
+    (deterministic: the same inputs give the same folder on any machine)."""
+    return f"{track_id}.{input_digest[:8]}"
+
+
 def _write_audio(ref: TrackRef, track: SourceTrack, track_id: str, shard: str, harm: HarmonizedTrack,
-                 layout: cf.CorpusLayout, cfg: BuildConfig):
+                 layout: cf.CorpusLayout, cfg: BuildConfig, dir_name: str):
     sr = harm.sample_rate
-    tdir = layout.track_dir(shard, track_id)
+    tdir = layout.track_dir(shard, dir_name)
     outputs: dict[str, int] = {}
     stems_rows = []
     keep = {"mixture.wav"}
     for inst, audio in harm.instruments.items():
-        rel = layout.rel_audio(shard, track_id, inst)
+        rel = layout.rel_audio(shard, dir_name, inst)
         digest, size = write_float_wav(layout.root / rel, audio, sr)
         outputs[rel] = size
         keep.add(f"{inst}.wav")
@@ -635,7 +643,7 @@ def _write_audio(ref: TrackRef, track: SourceTrack, track_id: str, shard: str, h
             "source_labels": list(harm.source_labels[inst]),
             "annotated": bool(harm.annotated[inst]), "rms_db": _round(rms_db(audio)),
         })
-    mix_rel = layout.rel_audio(shard, track_id, "mixture")
+    mix_rel = layout.rel_audio(shard, dir_name, "mixture")
     mix_digest, outputs[mix_rel] = write_float_wav(layout.root / mix_rel, harm.mixture, sr)
     # an instrument dropped since the last build (label map edit) must not linger on disk
     for old in tdir.glob("*.wav"):
@@ -762,16 +770,17 @@ def mirror_snapshot(out: Path, snap: cf.CorpusLayout, shards: Iterable[str]) -> 
 
 
 def _snapshot_tracks(layout: cf.CorpusLayout | None) -> set[tuple[str, str]]:
-    """(shard, track_id) of every track of a published version (its audio must stay readable)."""
+    """(shard, audio folder) of every track of a published version (its audio must stay readable)."""
     import pyarrow.parquet as pq
 
     if layout is None:
         return set()
     try:
-        t = pq.read_table(layout.tracks, columns=["track_id", "shard"])
+        t = pq.read_table(layout.tracks, columns=["shard", "mixture_path"])
     except Exception:  # noqa: BLE001 - a legacy or damaged prior: nothing to protect
         return set()
-    return set(zip(t.column("shard").to_pylist(), t.column("track_id").to_pylist()))
+    return {(shard, Path(mix).parent.name)
+            for shard, mix in zip(t.column("shard").to_pylist(), t.column("mixture_path").to_pylist())}
 
 
 def _prune(out: Path, keep_ids: set[str], keep_dirs: set[tuple[str, str]],
@@ -971,7 +980,7 @@ def _build(cfg: BuildConfig, lock_held: bool = False):
             atomic_write_json(snap.manifest, manifest)
             atomic_write_json(layout.manifest, manifest)  # the commit: a manifest means a whole corpus
         mirror_snapshot(out, snap, shard_names)
-        keep_dirs = {(r["shard"], r["track_id"]) for r in records}
+        keep_dirs = {(r["shard"], Path(r["track"]["mixture_path"]).parent.name) for r in records}
         keep_snaps = {snap_rel}
         if prior and prior.get("snapshot") and prior != manifest:
             keep_dirs |= _snapshot_tracks(prior_layout)

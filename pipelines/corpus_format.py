@@ -11,7 +11,8 @@ Layout of a built corpus (``datasets/corpus/`` by default)::
     stems.parquet                 one row per (track, canonical instrument) with audio (STEMS_SCHEMA)
     activity/part-<shard>.parquet one row per (track, instrument present, frame) (ACTIVITY_SCHEMA)
     rejects.parquet               quarantined tracks and why  (REJECTS_SCHEMA)
-    audio/<shard>/<track_id>/mixture.wav, <instrument>.wav   44.1 kHz stereo float WAV
+    audio/<shard>/<track_id>.<key>/mixture.wav, <instrument>.wav   44.1 kHz stereo float WAV
+                                  (<key>: 8 hex of the track's source content; new audio, new folder)
 
 Frames follow the model's STFT with ``center=True``: frame ``t`` is centred on sample
 ``t * hop`` and a track of ``n`` samples has ``n // hop + 1`` frames (``torch.stft`` convention).

@@ -346,6 +346,7 @@ class Trainer:
                 return self._finish(history, best, step, "early_stopping", write=False)
             if d.main:
                 print(f"resuming {self.run.root} at step {step}", flush=True)
+                clean_temp_files(self.run.root)  # a killed run's half-written checkpoint
                 info = self.run.read_run()
                 info.setdefault("resumes", []).append({"step": step, "time": time.time()})
                 info["status"] = "running"
