@@ -25,10 +25,6 @@ SR = 44100
 LONG_ID = "Long_" + "x" * 195  # 200 bytes; <Id>_METADATA.yaml still fits NAME_MAX (255)
 NON_UTF8 = os.fsdecode(b"Bad_\xff\xfeName")
 
-# one worker runs this module under `pytest -n 2 --dist loadgroup`; its fixtures are session-scoped
-# so they are built once even when the worker interleaves other modules' tests
-pytestmark = pytest.mark.xdist_group("reliability_bad_inputs")
-
 
 def tone(seconds: float, sr: int = SR, channels: int = 2, seed: int = 0, noise: float = 0.01) -> np.ndarray:
     n = int(round(seconds * sr))

@@ -31,10 +31,6 @@ from _reliability import (
 from iass.pipelines.corpus_check import validate_corpus
 from iass.pipelines.corpus_format import Corpus
 
-# one worker runs this module under `pytest -n 2 --dist loadgroup`; its fixtures are session-scoped
-# so they are built once even when the worker interleaves other modules' tests
-pytestmark = pytest.mark.xdist_group("reliability_build_faults")
-
 
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory) -> dict[str, Path]:
