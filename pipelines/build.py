@@ -37,6 +37,7 @@ from iass import REPO_ROOT
 os.environ.setdefault("PREFECT_HOME", str(REPO_ROOT / ".prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # a loaded 2-core CI box needs >20 s
 
 import contextlib  # noqa: E402
 import errno  # noqa: E402
