@@ -86,6 +86,13 @@ class SourceAdapter(abc.ABC):
     #: label map file in datasets/sources/ (source label -> canonical instrument)
     label_map: ClassVar[str]
 
+    def __init__(self, **options: Any):
+        from iass.pipelines.taxonomy import load_label_map
+
+        #: the ``layout:`` options of the label map, overridden by keyword arguments
+        self.options = adapter_options(self.name, options)
+        self.labels = load_label_map(self.name)
+
     @abc.abstractmethod
     def discover(self, root: Path) -> Iterator[TrackRef]:
         """Every track under ``root``, in a deterministic (sorted) order. Never raises per track."""

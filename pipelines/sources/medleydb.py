@@ -36,9 +36,8 @@ from iass.pipelines.sources.base import (
     SourceTrack,
     TrackError,
     TrackRef,
-    adapter_options,
 )
-from iass.pipelines.taxonomy import TaxonomyError, load_label_map
+from iass.pipelines.taxonomy import TaxonomyError
 
 METADATA_SUFFIX = "_METADATA.yaml"
 ACTIVATION_SUFFIX = "_ACTIVATION_CONF.lab"
@@ -61,10 +60,6 @@ class MedleyDBAdapter(SourceAdapter):
 
     name: ClassVar[str] = "medleydb"
     label_map: ClassVar[str] = "medleydb.yaml"
-
-    def __init__(self, **options: Any):
-        self.options = adapter_options(self.name, options)
-        self.labels = load_label_map(self.name)
 
     # ------------------------------------------------------------------ discover
 

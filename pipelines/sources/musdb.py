@@ -33,9 +33,8 @@ from iass.pipelines.sources.base import (
     SourceTrack,
     TrackError,
     TrackRef,
-    adapter_options,
 )
-from iass.pipelines.taxonomy import TaxonomyError, load_label_map
+from iass.pipelines.taxonomy import TaxonomyError
 
 SPLIT_FOLDERS = ("train", "test")
 STEM_SUFFIX = ".stem.mp4"
@@ -46,8 +45,7 @@ class MUSDBAdapter(SourceAdapter):
     label_map: ClassVar[str] = "musdb.yaml"
 
     def __init__(self, **options: Any):
-        self.options = adapter_options(self.name, options)
-        self.labels = load_label_map(self.name)
+        super().__init__(**options)
         if self.options.get("format", "auto") not in ("auto", "hq", "stems"):
             raise ValueError(f"musdb option format must be auto|hq|stems, got {self.options['format']!r}")
         self.validation_tracks = frozenset(self.labels.doc.get("validation_tracks") or ())

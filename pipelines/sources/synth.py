@@ -31,9 +31,8 @@ from iass.pipelines.sources.base import (
     SourceTrack,
     TrackError,
     TrackRef,
-    adapter_options,
 )
-from iass.pipelines.taxonomy import TaxonomyError, load_label_map
+from iass.pipelines.taxonomy import TaxonomyError
 
 TRACK_FILE = "track.json"
 NOTES_FILE = "notes.parquet"
@@ -45,10 +44,6 @@ NOTE_COLUMNS = ("instrument", "program", "is_drum", "pitch", "velocity", "onset_
 class SynthAdapter(SourceAdapter):
     name: ClassVar[str] = "synth"
     label_map: ClassVar[str] = "synth.yaml"
-
-    def __init__(self, **options: Any):
-        self.options = adapter_options(self.name, options)
-        self.labels = load_label_map(self.name)
 
     def discover(self, root: Path) -> Iterator[TrackRef]:
         """Every folder of ``root`` holding a ``track.json`` (sorted by name)."""
