@@ -10,6 +10,8 @@ export PREFECT_LOGGING_LEVEL := WARNING
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export DVC_NO_ANALYTICS := 1
+# dvc.yaml stages call `iass`: the venv must come first on PATH (as after `source .venv/bin/activate`).
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup demo test test-fast bench lock clean help
 
