@@ -73,7 +73,7 @@ from iass.pipelines.sources.base import SourceTrack, TrackError, TrackRef, get_a
 from iass.pipelines.splits import SPLITS, SplitTrack, assign_splits, audio_fingerprint  # noqa: E402
 
 #: bump when harmonizing / writing changes what lands on disk (invalidates the audio cache)
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"  # 2: content-keyed audio folders, versioned table snapshots
 #: bump when the labelling code changes its output (invalidates labels only)
 LABEL_VERSION = "1"
 CACHE_DIR = ".cache"
