@@ -63,6 +63,7 @@ from iass.io import (  # noqa: E402
     atomic_write_json,
     atomic_write_parquet,
     clean_temp_files,
+    file_digest,
     stable_hash,
 )
 from iass.pipelines import activity as act  # noqa: E402
@@ -270,16 +271,6 @@ def write_float_wav(path: Path, audio: np.ndarray, sample_rate: int) -> tuple[st
     return h.hexdigest(), len(header) + data.nbytes
 
 
-def file_content_hash(path: Path) -> str:
-    import xxhash
-
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def track_source_files(ref: TrackRef, track: SourceTrack, use_lab: bool) -> list[Path]:
     files = {Path(s.path) for s in track.stems}
     for p in (track.mixture_path, track.note_labels_path,
@@ -457,7 +448,7 @@ def _process_track(ref: TrackRef, cfg: BuildConfig) -> dict:
             rel = _rel(ref.root, p)
             old = prev_files.get(rel)
             digest = old[2] if old and old[0] == st.st_size and old[1] == st.st_mtime_ns else \
-                file_content_hash(p)
+                file_digest(p, "xxh3_128")
             files[rel] = [st.st_size, st.st_mtime_ns, digest]
         input_digest = _input_digest(ref, {k: v[2] for k, v in files.items()}, cfg)
         method_hint = ("notes" if track.note_labels_path is not None else

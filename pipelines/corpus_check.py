@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iass.io import stable_hash
+from iass.io import file_digest, stable_hash
 from iass.pipelines import corpus_format as cf
 
 
@@ -50,14 +50,6 @@ def _rows(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def validate_corpus(root: str | Path, progress: bool = True) -> list[str]:
     """Problems found (empty = valid): manifest, schemas, audio checksums, activity, version."""
     import pyarrow.parquet as pq
@@ -77,7 +69,7 @@ def validate_corpus(root: str | Path, progress: bool = True) -> list[str]:
     tax_sha = (manifest.get("taxonomy") or {}).get("sha256")
     if not layout.taxonomy.is_file():
         problems.append(f"{layout.taxonomy}: missing (the taxonomy the corpus was built with)")
-    elif tax_sha and _sha256(layout.taxonomy) != tax_sha:
+    elif tax_sha and file_digest(layout.taxonomy) != tax_sha:
         problems.append(f"{layout.taxonomy}: sha256 differs from the manifest's taxonomy.sha256")
     tables = {}
     for name, path, schema in (("tracks", layout.tracks, cf.TRACKS_SCHEMA),
@@ -103,7 +95,7 @@ def validate_corpus(root: str | Path, progress: bool = True) -> list[str]:
             problems.append(f"{path}: stem of unknown track {tid}")
         elif not path.is_file():
             problems.append(f"{path}: missing audio file")
-        elif _sha256(path) != digest:
+        elif file_digest(path) != digest:
             problems.append(f"{path}: sha256 mismatch (corrupt or modified)")
     activity: list[tuple[str, str]] = []
     shards = {t["shard"] for t in tracks.values()}
@@ -156,7 +148,7 @@ def _check_root_copies(root: Path, snap: cf.CorpusLayout, shards, version: str) 
     for rel in rel_files:
         copy, original = root / rel, snap.root / rel
         try:
-            same = copy.samefile(original) or _sha256(copy) == _sha256(original)
+            same = copy.samefile(original) or file_digest(copy) == file_digest(original)
         except OSError:
             same = False
         if not same:
