@@ -8,8 +8,11 @@ mask (``IBM``, upper bound) and the mixture itself (``input-SDR``, lower bound).
 Scores (see :mod:`iass.evaluation.metrics`): BSS Eval v4 SDR / SIR / SAR / ISR per track and
 target, 1 s windows, median over the windows where the target and the rest of the mixture both
 sound, then median over tracks in the report. A target is scored on a track only when the corpus
-knows its audio (``Corpus.target_known``: not MUSDB's guitars or piano, hidden in ``other``) and
-it is not silent throughout. Activity (IASS runs): frame-level precision, recall and F1 of the
+knows its audio (``Corpus.target_known``: not MUSDB's guitars or piano, hidden in ``other``) and,
+for BSS Eval, it is not silent throughout. BSS Eval drops the windows where the target is silent,
+so it cannot see what activity weighting is for; PES and EPS (Schulze-Forster et al. 2019) score
+exactly those windows: the estimate's energy where the target is silent (leakage) and the
+target's energy where the estimate is silent (what muting lost). Activity (IASS runs): frame-level precision, recall and F1 of the
 decision actually applied (threshold + median filter) and ROC-AUC of the probability, against the
 corpus labels, skipping unknown frames.
 
@@ -145,7 +148,7 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
                 targets: list[str], config: EvaluateConfig) -> dict:
     """Everything for one track: BSS rows, activity rows, and the per-frame activity of every
     IASS run (for scores pooled over the corpus). Runs in a worker process."""
-    from iass.evaluation.metrics import activity_scores, score_target
+    from iass.evaluation.metrics import SILENCE_METRICS, activity_scores, score_target, silence_scores
     from iass.evaluation.references import ideal_binary_mask
     from iass.evaluation.separate import separate_variants
     from iass.pipelines.corpus_format import Corpus
@@ -156,9 +159,11 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
     mixture = corpus.read_mixture(track_id)
     n = len(mixture)
     win = int(round(config.win_seconds * sr))
-    scored = [t for t in targets if corpus.target_known(track_id, t)]
-    references = {t: corpus.read_target(track_id, t) for t in scored}
-    scored = [t for t in scored if np.any(references[t] != 0)]
+    known = [t for t in targets if corpus.target_known(track_id, t)]
+    references = {t: corpus.read_target(track_id, t) for t in known}
+    # BSS metrics need the target to sound somewhere; PES/EPS are scored on every known target
+    # (a track without the target is where leakage and muting matter most)
+    scored = [t for t in known if np.any(references[t] != 0)]
 
     estimates: dict[str, dict[str, np.ndarray]] = {}     # method label -> target -> (n, 2)
     activity: dict[str, dict] = {}                        # run name -> target -> (prob, dec)
@@ -181,24 +186,26 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
         if first.probability is not None:
             activity[ms[0].run] = {t: (first.probability[k], first.decision[k], int(sep.hop))
                                    for k, t in enumerate(first.targets)}
-    if scored:
+    if known:
         ibm = ideal_binary_mask(lambda s, c: mixture[s: s + c],
-                                [(lambda s, c, r=references[t]: r[s: s + c]) for t in scored],
+                                [(lambda s, c, r=references[t]: r[s: s + c]) for t in known],
                                 n, config.n_fft or 4096, config.hop or corpus.hop)
-        estimates[IBM] = {t: ibm[k] for k, t in enumerate(scored)}
-        estimates[INPUT] = {t: mixture for t in scored}
+        estimates[IBM] = {t: ibm[k] for k, t in enumerate(known)}
+        estimates[INPUT] = {t: mixture for t in known}
 
     base = {"track_id": track_id, "source": row["source"]}
     rows = []
-    for t in scored:
-        rest = mixture - references[t]
+    for t in known:
         labels = [m.label for m in methods if t in estimates.get(m.label, {})]
-        # every method's estimate of this target in one call: the filters' system is solved once
-        scores = score_target(references[t], rest, np.stack([estimates[lab][t] for lab in labels]),
-                              win, win).medians()
+        stacked = np.stack([estimates[lab][t] for lab in labels])
+        scores = silence_scores(references[t], stacked, win, win)
+        if t in scored:
+            # every method's estimate of this target in one call: the filters' system is solved once
+            scores.update(score_target(references[t], mixture - references[t], stacked,
+                                       win, win).medians())
         for e, lab in enumerate(labels):
             run = next(m.run for m in methods if m.label == lab)
-            for metric in BSS_METRICS:
+            for metric in (BSS_METRICS if t in scored else ()) + SILENCE_METRICS:
                 rows.append({**base, "target": t, "method": lab, "run": run,
                              "metric": metric, "value": float(scores[metric][e])})
 
@@ -222,7 +229,7 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
                              "metric": metric, "value": float(s[metric])})
             known = ~np.isnan(truth)
             frames[(run_name, t)] = (p[known], d[known], truth[known])
-    return {"track_id": track_id, "rows": rows, "frames": frames, "scored_targets": scored}
+    return {"track_id": track_id, "rows": rows, "frames": frames, "scored_targets": scored, "known_targets": known}
 
 
 def _activity_label(method_label: str) -> str:

@@ -283,6 +283,51 @@ def score_target(target: np.ndarray, rest: np.ndarray, estimates, win: int = 441
                        reference_of=[0] * len(estimates))
 
 
+# ------------------------------------------------------------------------ silence scores
+SILENCE_METRICS = ("PES", "EPS")
+SILENCE_EPS = 1e-12   # Schulze-Forster et al.'s epsilon: a silent window scores -120 dB
+
+
+def silence_scores(target: np.ndarray, estimates, win: int = 44100, hop: int = 44100) -> dict[str, np.ndarray]:
+    """PES and EPS (Schulze-Forster, Doire, Richard & Badeau, "Weakly informed audio source
+    separation", WASPAA 2019): what BSS Eval cannot see, because it drops silent windows.
+
+    On the same windows as :func:`bss_eval_v4` (``window_bounds``; a window is silent when all its
+    samples of all channels are exactly zero):
+    - PES, predicted energy at silence: the mean over the windows where the TARGET is silent of
+      ``10 log10(sum of the estimate's squared samples + 1e-12)``; leakage where the target does not
+      play (a muted estimate scores -120 dB);
+    - EPS, energy at predicted silence: the mean over the windows where the ESTIMATE is silent
+      and the target is not of ``10 log10(sum of the target's squared samples + 1e-12)``: what
+      muting lost (the paper's definition; its code's default also counts windows where both are
+      silent, at -120 dB, which makes every method that passes a silent mixture through "lose"
+      -120 dB).
+    Lower is better for PES; NaN when there is no such window (for EPS: nothing was lost). target (n, C); estimates (n, C)
+    or (n_estimates, n, C). Returns {"PES": (n_estimates,), "EPS": (n_estimates,)}."""
+    target = np.asarray(target)
+    estimates = np.asarray(estimates)
+    if estimates.ndim == 2:
+        estimates = estimates[None]
+    n = min(len(target), estimates.shape[1])
+    bounds = window_bounds(n, int(win), int(hop))
+
+    def energy_and_silence(x):
+        e = np.array([np.sum(np.square(x[a:b], dtype=np.float64)) for a, b in bounds])
+        s = np.array([not np.any(x[a:b]) for a, b in bounds], dtype=bool)
+        return e, s
+
+    def mean_db(energy):
+        return float(np.mean(10 * np.log10(energy + SILENCE_EPS))) if energy.size else float("nan")
+
+    t_energy, t_silent = energy_and_silence(target[:n])
+    out = {"PES": np.full(len(estimates), np.nan), "EPS": np.full(len(estimates), np.nan)}
+    for k, est in enumerate(estimates):
+        e_energy, e_silent = energy_and_silence(est[:n])
+        out["PES"][k] = mean_db(e_energy[t_silent])
+        out["EPS"][k] = mean_db(t_energy[e_silent & ~t_silent])
+    return out
+
+
 # ----------------------------------------------------------------------- activity scores
 def activity_scores(probability: np.ndarray, decision: np.ndarray, truth: np.ndarray) -> dict:
     """Frame-level detection scores; frames whose truth is unknown (NaN) are skipped.

@@ -3,10 +3,11 @@
 - ``results.parquet``: long format, one row per track x target x method x metric
   (BSS metrics: the track's median over its 1 s windows; activity metrics: the track's frames).
 - ``activity.parquet``: activity scores pooled over all frames of the split, per run x target.
-- ``summary.md``: median over tracks of SDR / SIR / SAR per target and method, and the pooled
+- ``summary.md``: median over tracks of SDR / SIR / SAR (and the silence scores PES / EPS) per
+  target and method, and the pooled
   activity precision / recall / F1 / ROC-AUC per target; the tables a reader compares first.
 - ``sdr_boxplot.png``: SDR per target and method (the paper's figures 3 and 4, as box plots).
-- ``metrics.json``: median SDR / SIR / SAR per target and method plus activity F1 / AUC, for
+- ``metrics.json``: median SDR / SIR / SAR / PES / EPS per target and method plus activity F1 / AUC, for
   ``dvc metrics``; keys are slugs (``iass_weighted``, ``open_unmix``, ``ibm``, ``input_sdr``).
 """
 from __future__ import annotations
@@ -23,6 +24,17 @@ RESULTS = "results.parquet"
 ACTIVITY = "activity.parquet"
 METRICS = "metrics.json"
 BOXPLOT = "sdr_boxplot.png"
+TABLE_METRICS = ("SDR", "SIR", "SAR", "PES", "EPS")
+SILENCE_TITLES = {
+    "PES": "Predicted energy at silence (Schulze-Forster et al. 2019): mean over the 1 s windows "
+           "where the target is silent of the estimate's energy in dB (-120 = muted); every known "
+           "target of a track, also one it never plays. What activity weighting is meant to remove, "
+           "and what BSS Eval cannot see (it drops those windows).",
+    "EPS": "Energy at predicted silence: mean over the windows where the estimate is silent but "
+           "the target sounds of the target's energy in dB: what muting lost; median over the "
+           "tracks where it happened, `tracks` = how many (–: a method never muted a sounding "
+           "target).",
+}
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -84,10 +96,10 @@ def median_table(df, metric: str, methods: list, targets: list[str]) -> dict[str
     return out
 
 
-def _count_tracks(df, target: str) -> int:
+def _count_tracks(df, target: str, metric: str = "SDR") -> int:
     import polars as pl
 
-    part = df.filter(pl.col("metric") == "SDR")
+    part = df.filter((pl.col("metric") == metric) & pl.col("value").is_not_nan())
     if target != "all":
         part = part.filter(pl.col("target") == target)
     return part["track_id"].n_unique()
@@ -108,7 +120,7 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
     atomic_write_parquet(out_dir / ACTIVITY, pl.DataFrame(activity, schema=act_schema, orient="row")
                          if activity else pl.DataFrame(schema=act_schema))
 
-    tables = {m: median_table(df, m, methods, targets) for m in ("SDR", "SIR", "SAR")}
+    tables = {m: median_table(df, m, methods, targets) for m in TABLE_METRICS}
     lines = [
         "# Evaluation summary", "",
         f"- corpus: `{corpus.root}` (version `{corpus.version}`), split `{config.split}`, "
@@ -126,14 +138,16 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
         "SDR 0 dB and no SIR/SAR (museval would drop it, rewarding a method for muting).", "",
     ]
     labels = [m.label for m in methods]
-    for metric in ("SDR", "SIR", "SAR"):
-        lines += [f"## {metric} (dB)", "",
-                  "| target | tracks | " + " | ".join(labels) + " |",
+    for metric in TABLE_METRICS:
+        lines += [f"## {metric} (dB{', lower is better' if metric in SILENCE_TITLES else ''})", ""]
+        if metric in SILENCE_TITLES:
+            lines += [SILENCE_TITLES[metric], ""]
+        lines += ["| target | tracks | " + " | ".join(labels) + " |",
                   "|---|---:|" + "---:|" * len(labels)]
         for target in list(targets) + ["all"]:
             name = "**all**" if target == "all" else target
             vals = " | ".join(_fmt(tables[metric][target][lab]) for lab in labels)
-            lines.append(f"| {name} | {_count_tracks(df, target)} | {vals} |")
+            lines.append(f"| {name} | {_count_tracks(df, target, metric)} | {vals} |")
         lines.append("")
     lines += ["## Activity detection (frames pooled over the tracks; unknown frames skipped)", ""]
     if activity:
@@ -153,7 +167,7 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
     key_of = {m.label: m.key for m in methods}
     metrics = {metric.lower(): {t: {key_of[lab]: _none_if_nan(v) for lab, v in tables[metric][t].items()}
                                 for t in tables[metric]}
-               for metric in ("SDR", "SIR", "SAR")}
+               for metric in TABLE_METRICS}
     from iass.evaluation.evaluate import slug
 
     metrics["activity"] = {}

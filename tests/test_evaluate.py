@@ -90,6 +90,46 @@ def test_results_rows_cover_known_sounding_targets_only(corpus_dir, report):
     assert set(musdb["target"]) == {"vocals", "drums", "bass"}
 
 
+def test_silence_scores_cover_every_known_target(corpus_dir, report):
+    """PES/EPS rows for every known target of a track, also one it never plays (where BSS Eval
+    has nothing to score); hard weighting mutes leakage there, the mixture leaks everything."""
+    from iass.evaluation.metrics import silence_scores
+
+    root, truth = corpus_dir
+    out, metrics = report
+    corpus = Corpus(root)
+    df = pl.read_parquet(out / "results.parquet")
+    pes = df.filter(pl.col("metric") == "PES")
+    expected = set()
+    for tid in corpus.track_ids("test"):
+        for target in TARGETS:
+            if target not in ("electric_guitar", "acoustic_guitar", "piano") or not truth[tid].unknown:
+                expected |= {(tid, target, m) for m in METHODS}
+    assert {tuple(r) for r in pes.select("track_id", "target", "method").iter_rows()} == expected
+    silent_somewhere = 0
+    for tid in corpus.track_ids("test"):
+        ref = corpus.read_target(tid, "vocals")
+        mixture = corpus.read_mixture(tid)
+        row = pes.filter((pl.col("track_id") == tid) & (pl.col("target") == "vocals"))
+        value = dict(zip(row["method"], row["value"]))
+        expect = silence_scores(ref, mixture, 44100, 44100)["PES"][0]
+        if np.isnan(expect):
+            assert np.isnan(value["input-SDR"])
+        else:
+            silent_somewhere += 1
+            assert value["input-SDR"] == pytest.approx(expect, abs=1e-9)
+    assert silent_somewhere >= 1
+    with_silences = [t for t in TARGETS if metrics["pes"][t]["input_sdr"] is not None]
+    assert {"vocals", "piano", "electric_guitar"} <= set(with_silences)   # drums, bass: never silent
+    for target in with_silences:
+        p = metrics["pes"][target]
+        assert p["ibm"] <= p["iass_weighted"] <= p["iass_unweighted"] < p["input_sdr"], (target, p)
+    assert any(metrics["pes"][t]["iass_weighted"] < metrics["pes"][t]["iass_unweighted"] - 10
+               for t in with_silences)
+    summary = (out / "summary.md").read_text()
+    assert "## PES (dB, lower is better)" in summary and "## EPS (dB, lower is better)" in summary
+
+
 def test_references_bracket_the_separator(report):
     """IBM > the separator > input-SDR, per target (median SDR over tracks)."""
     out, metrics = report

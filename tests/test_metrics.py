@@ -141,3 +141,47 @@ def test_roc_auc_ties_and_one_class():
     pairs = [(a > b) + 0.5 * (a == b) for a in score[truth] for b in score[~truth]]
     assert roc_auc(score, truth) == pytest.approx(np.mean(pairs))
     assert np.isnan(roc_auc(score, np.ones(200, bool)))
+
+
+def _pes_eps_by_the_paper(true_source, prediction, win, hop):
+    """Schulze-Forster et al. (2019), written out window by window for one channel-summed
+    energy: PES over windows where the truth is silent, EPS where the prediction is."""
+    pes, eps = [], []
+    for a, b in window_bounds(len(true_source), win, hop):
+        t, p = true_source[a:b], prediction[a:b]
+        if np.sum(np.abs(t)) == 0:
+            pes.append(10 * np.log10(np.sum(p.astype(np.float64) ** 2) + 1e-12))
+        if np.sum(np.abs(p)) == 0 and np.sum(np.abs(t)) != 0:
+            eps.append(10 * np.log10(np.sum(t.astype(np.float64) ** 2) + 1e-12))
+    return (np.mean(pes) if pes else np.nan), (np.mean(eps) if eps else np.nan)
+
+
+def test_silence_scores_follow_the_published_definition():
+    from iass.evaluation.metrics import silence_scores
+
+    rng = np.random.default_rng(3)
+    n, win = 6 * 1000, 1000
+    target = rng.normal(size=(n, 2)).astype(np.float32)
+    target[1000:3000] = 0.0                        # silent in windows 1 and 2
+    target[5500:] = 0.0                            # half a window: not silent
+    leaky = target + 0.1 * rng.normal(size=(n, 2)).astype(np.float32)
+    muted = leaky.copy()
+    muted[1000:2000] = 0.0                         # muted where the target is silent
+    muted[3000:4000] = 0.0                         # ... and where it plays
+    got = silence_scores(target, np.stack([leaky, muted, target]), win, win)
+    for k, est in enumerate([leaky, muted, target]):
+        pes, eps = _pes_eps_by_the_paper(target, est, win, win)
+        np.testing.assert_allclose(got["PES"][k], pes, rtol=1e-12)
+        if np.isnan(eps):
+            assert np.isnan(got["EPS"][k])
+        else:
+            np.testing.assert_allclose(got["EPS"][k], eps, rtol=1e-12)
+    # leakage: 0.1 x unit noise over 2 x 1000 samples -> 10 log10(20) = 13 dB
+    assert abs(got["PES"][0] - 10 * np.log10(0.01 * 2 * 1000)) < 0.5
+    # muting one of the two silent windows: (13 dB - 120 dB) / 2
+    assert abs(got["PES"][1] - (10 * np.log10(20) - 120) / 2) < 0.5
+    assert got["PES"][2] == -120.0                 # the truth leaks nothing
+    assert np.isnan(got["EPS"][0])                 # never silent: no EPS
+    # muted windows 1 (target silent: nothing lost, not counted) and 3 (target plays: ~33 dB)
+    assert abs(got["EPS"][1] - 10 * np.log10(2 * 1000)) < 0.5
+    assert np.isnan(got["EPS"][2])                 # silent only where the target is
