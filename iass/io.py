@@ -102,26 +102,87 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def wav_bytes(audio, sample_rate: int, subtype: str = "FLOAT") -> memoryview:
-    """WAV file bytes, deterministic: libsndfile stamps the wall-clock time into the PEAK chunk
-    of float WAVs, which would make identical audio give different bytes (and corpus versions);
-    that timestamp is zeroed. Returned as a view of the in-memory file (no extra copy)."""
+WAV_SUBTYPES = ("FLOAT", "PCM_24")
+
+
+def wav_header(n_frames: int, channels: int, sample_rate: int, subtype: str = "FLOAT") -> bytes:
+    """RIFF/WAVE header: FLOAT = 32-bit IEEE float (fmt with cbSize + fact chunk, as libsndfile
+    writes it), PCM_24 = 24-bit integer (plain fmt). The data chunk follows it directly."""
+    import struct
+
+    if subtype == "FLOAT":
+        block = 4 * channels
+        fmt = struct.pack("<HHIIHHH", 3, channels, sample_rate, sample_rate * block, block, 32, 0)
+        chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<II", 4, n_frames)
+    elif subtype == "PCM_24":
+        block = 3 * channels
+        fmt = struct.pack("<HHIIHH", 1, channels, sample_rate, sample_rate * block, block, 24)
+        chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    else:
+        raise ValueError(f"unsupported WAV subtype {subtype!r} (one of {', '.join(WAV_SUBTYPES)})")
+    data_size = n_frames * block
+    body = b"WAVE" + chunks + b"data" + struct.pack("<I", data_size)
+    return b"RIFF" + struct.pack("<I", len(body) + data_size + data_size % 2) + body
+
+
+def wav_data(audio, subtype: str = "FLOAT") -> memoryview:
+    """The data chunk's bytes of ``audio`` (frames x channels; 1-D = mono), no copy for float32
+    input. FLOAT: any float array, stored as float32. PCM_24: integers on the 24-bit grid
+    (|x| < 2**23), stored as their low three bytes; floats are refused (no silent rounding)."""
     import numpy as np
-    import soundfile as sf
 
-    buf = io.BytesIO()
-    sf.write(buf, np.asarray(audio), sample_rate, subtype=subtype, format="WAV")
-    view = buf.getbuffer()
-    pos = bytes(view[:512]).find(b"PEAK", 12)
-    if pos >= 0:
-        view[pos + 12: pos + 16] = b"\0\0\0\0"  # after id(4) size(4) version(4): timestamp(4)
-    return view
+    a = np.asarray(audio)
+    if a.ndim == 1:
+        a = a[:, None]
+    if subtype == "FLOAT":
+        return memoryview(np.ascontiguousarray(a, dtype="<f4")).cast("B")
+    if subtype == "PCM_24":
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"PCM_24 takes integer samples on the 24-bit grid, got {a.dtype}")
+        b = np.ascontiguousarray(a, dtype="<i4").view(np.uint8).reshape(-1, 4)[:, :3]
+        return memoryview(np.ascontiguousarray(b)).cast("B")
+    raise ValueError(f"unsupported WAV subtype {subtype!r} (one of {', '.join(WAV_SUBTYPES)})")
 
 
-def atomic_write_wav(path: str | os.PathLike, audio, sample_rate: int, subtype: str = "FLOAT") -> None:
-    """Write ``audio`` (frames x channels) as WAV atomically and byte-deterministically.
-    FLOAT keeps stems summing exactly to the mixture."""
-    atomic_write_bytes(path, wav_bytes(audio, sample_rate, subtype))
+def _wav_parts(audio, sample_rate: int, subtype: str) -> tuple[bytes, memoryview]:
+    import numpy as np
+
+    shape = np.shape(audio)
+    frames, channels = shape[0], (shape[1] if len(shape) > 1 else 1)
+    data = wav_data(audio, subtype)
+    return wav_header(frames, channels, sample_rate, subtype), data
+
+
+def wav_bytes(audio, sample_rate: int, subtype: str = "FLOAT") -> bytes:
+    """A whole WAV file in memory (see :func:`write_wav`)."""
+    header, data = _wav_parts(audio, sample_rate, subtype)
+    return header + bytes(data) + b"\0" * (len(data) % 2)
+
+
+def write_wav(path: str | os.PathLike, audio, sample_rate: int, subtype: str = "FLOAT",
+              digest: str | None = None) -> tuple[str | None, int]:
+    """Write ``audio`` (frames x channels) as a WAV file, atomically and byte-deterministically:
+    the one WAV writer of the project (synthesized stems, the corpus' audio, test fixtures).
+
+    Written by hand rather than through libsndfile, whose float WAVs carry a PEAK chunk with a
+    wall-clock timestamp (two writes of the same samples would differ, and so would corpus
+    versions); header + raw little-endian samples need no copy of float32 audio. soundfile and
+    every WAV reader read it as usual. FLOAT keeps stems summing exactly to the mixture.
+    ``digest``: a hashlib name; the file is hashed while it is written. Returns (hex digest or
+    None, file size in bytes)."""
+    header, data = _wav_parts(audio, sample_rate, subtype)
+    h = hashlib.new(digest, header) if digest else None
+    if h is not None:
+        h.update(data)
+    pad = b"\0" * (len(data) % 2)
+    if h is not None and pad:
+        h.update(pad)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(header)
+            fh.write(data)
+            fh.write(pad)
+    return (h.hexdigest() if h is not None else None), len(header) + len(data) + len(pad)
 
 
 def atomic_write_parquet(path: str | os.PathLike, table) -> None:

@@ -23,7 +23,7 @@ Caching (our own keys; Prefect's result cache is off so nothing is stored twice)
 
 Corpus version = sha256 over the canonical JSON of the table rows (audio sha256s included), the
 activity content digests, the rejects, the format version and the params; no time, no absolute
-path. WAV bytes are deterministic (written by :func:`write_float_wav`, without libsndfile's
+path. WAV bytes are deterministic (written by :func:`iass.io.write_wav`, without libsndfile's
 timestamped PEAK chunk).
 """
 from __future__ import annotations
@@ -41,7 +41,6 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import contextlib  # noqa: E402
 import errno  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
@@ -65,6 +64,7 @@ from iass.io import (  # noqa: E402
     clean_temp_files,
     file_digest,
     stable_hash,
+    write_wav,
 )
 from iass.pipelines import activity as act  # noqa: E402
 from iass.pipelines import corpus_format as cf  # noqa: E402
@@ -239,38 +239,6 @@ def _pid_alive(pid: int) -> bool:
 
 
 # ------------------------------------------------------------------------- small helpers
-def float_wav_header(n_frames: int, channels: int, sample_rate: int) -> bytes:
-    """RIFF/WAVE header of 32-bit IEEE float audio (fmt + fact + data chunks)."""
-    import struct
-
-    block = 4 * channels
-    data_size = n_frames * block
-    fmt = struct.pack("<HHIIHHH", 3, channels, sample_rate, sample_rate * block, block, 32, 0)
-    body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
-            + b"fact" + struct.pack("<II", 4, n_frames) + b"data" + struct.pack("<I", data_size))
-    return b"RIFF" + struct.pack("<I", len(body) + data_size) + body
-
-
-def write_float_wav(path: Path, audio: np.ndarray, sample_rate: int) -> tuple[str, int]:
-    """Write float32 WAV atomically; return (sha256 of the file, size).
-
-    Written by hand rather than through libsndfile: its float WAVs carry a PEAK chunk with a
-    wall-clock timestamp (two writes of the same samples differ), and the header + raw
-    little-endian samples need no copy of the audio. soundfile/libsndfile read it as usual."""
-    a = np.ascontiguousarray(audio, dtype="<f4")
-    if a.ndim == 1:
-        a = a[:, None]
-    header = float_wav_header(a.shape[0], a.shape[1], sample_rate)
-    h = hashlib.sha256(header)
-    data = memoryview(a).cast("B")
-    h.update(data)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(header)
-            fh.write(data)
-    return h.hexdigest(), len(header) + data.nbytes
-
-
 def track_source_files(ref: TrackRef, track: SourceTrack, use_lab: bool) -> list[Path]:
     files = {Path(s.path) for s in track.stems}
     for p in (track.mixture_path, track.note_labels_path,
@@ -625,7 +593,7 @@ def _write_audio(ref: TrackRef, track: SourceTrack, track_id: str, shard: str, h
     keep = {"mixture.wav"}
     for inst, audio in harm.instruments.items():
         rel = layout.rel_audio(shard, dir_name, inst)
-        digest, size = write_float_wav(layout.root / rel, audio, sr)
+        digest, size = write_wav(layout.root / rel, audio, sr, "FLOAT", digest="sha256")
         outputs[rel] = size
         keep.add(f"{inst}.wav")
         stems_rows.append({
@@ -636,7 +604,7 @@ def _write_audio(ref: TrackRef, track: SourceTrack, track_id: str, shard: str, h
             "annotated": bool(harm.annotated[inst]), "rms_db": _round(rms_db(audio)),
         })
     mix_rel = layout.rel_audio(shard, dir_name, "mixture")
-    mix_digest, outputs[mix_rel] = write_float_wav(layout.root / mix_rel, harm.mixture, sr)
+    mix_digest, outputs[mix_rel] = write_wav(layout.root / mix_rel, harm.mixture, sr, "FLOAT", digest="sha256")
     # an instrument dropped since the last build (label map edit) must not linger on disk
     for old in tdir.glob("*.wav"):
         if old.name not in keep:

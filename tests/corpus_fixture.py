@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from iass import REGISTRY_DIR
-from iass.io import atomic_write_json, atomic_write_parquet, atomic_write_wav, file_digest, stable_hash
+from iass.io import atomic_write_json, atomic_write_parquet, file_digest, stable_hash, write_wav
 from iass.pipelines import corpus_format as cf
 
 SR = cf.SAMPLE_RATE
@@ -131,7 +131,7 @@ def write_fixture_corpus(root: str | Path, tracks: list[FixtureTrack] | None = N
                 continue
             audio = tone(inst, n, seed=1000 * n_track + k) * gate(regions, n)[:, None]
             rel = layout.rel_audio(shard, tid, inst)
-            atomic_write_wav(root / rel, audio, SR)
+            write_wav(root / rel, audio, SR)
             mixture += audio
             present.append(inst)
             stem_rows.append({
@@ -151,7 +151,7 @@ def write_fixture_corpus(root: str | Path, tracks: list[FixtureTrack] | None = N
                     "confidence": float(labels[f]),
                 })
         mix_rel = layout.rel_audio(shard, tid, "mixture")
-        atomic_write_wav(root / mix_rel, mixture, SR)
+        write_wav(root / mix_rel, mixture, SR)
         track_rows.append({
             "track_id": tid, "source": tr.source, "native_id": tr.native_id, "artist": "fixture",
             "title": tr.native_id, "song_key": f"fixture {tr.native_id}", "split": tr.split,

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from iass import REGISTRY_DIR
-from iass.io import atomic_write_json, atomic_write_parquet, atomic_write_wav, file_digest, stable_hash
+from iass.io import atomic_write_json, atomic_write_parquet, file_digest, stable_hash, write_wav
 from iass.pipelines import corpus_format as cf
 
 SR = cf.SAMPLE_RATE
@@ -156,7 +156,7 @@ def write_eval_corpus(root: str | Path, tracks: list[EvalTrack] | None = None, h
         for k, (inst, regions) in enumerate(tr.stems.items()):
             audio = render_stem(inst, regions, n, seed=100 * n_track + k)
             rel = layout.rel_audio(shard, tid, inst)
-            atomic_write_wav(root / rel, audio, SR)
+            write_wav(root / rel, audio, SR)
             mixture += audio
             present.append(inst)
             stem_rows.append({
@@ -173,7 +173,7 @@ def write_eval_corpus(root: str | Path, tracks: list[EvalTrack] | None = None, h
                     "confidence": float(labels[f]),
                 })
         mix_rel = layout.rel_audio(shard, tid, "mixture")
-        atomic_write_wav(root / mix_rel, mixture, SR)
+        write_wav(root / mix_rel, mixture, SR)
         track_rows.append({
             "track_id": tid, "source": tr.source, "native_id": tr.native_id, "artist": "eval fixture",
             "title": tr.native_id, "song_key": f"eval fixture {tr.native_id}", "split": tr.split,

@@ -34,20 +34,21 @@ so a song's split does not depend on how many songs are written.
 
 Audio: every stem is on the 24-bit grid and the mixture is their integer sum (see
 :mod:`render`), so in the WAV layouts (24-bit PCM; float in ``native``) the mixture equals the
-sum of the stems exactly. WAV files are written by :func:`write_wav` (a plain RIFF writer):
+sum of the stems exactly. WAV files are written by :func:`iass.io.write_wav` (a plain RIFF writer):
 libsndfile stamps float WAVs with the current time in a PEAK chunk, which would make two runs
 differ in bytes.
 """
 from __future__ import annotations
 
-import struct
 import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from iass.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_parquet, atomic_write_text
+from iass.io import atomic_path, atomic_write_json, atomic_write_parquet, atomic_write_text
+from iass.io import wav_bytes as io_wav_bytes
+from iass.io import write_wav as io_write_wav
 from iass.pipelines.synth.compose import Song
 from iass.pipelines.synth.render import SAMPLE_RATE, to_float
 
@@ -116,30 +117,12 @@ def song_label(song: Song, instrument: str, table: dict) -> str:
 
 # -------------------------------------------------------------------------------------- WAV
 def wav_bytes(pcm: np.ndarray, subtype: str) -> bytes:
-    """A RIFF/WAVE file of 24-bit-grid integers (frames, channels): 'PCM_24' or 'FLOAT'."""
-    frames, channels = pcm.shape
-    if subtype == "PCM_24":
-        a = np.ascontiguousarray(pcm.astype("<i4"))
-        data = a.view(np.uint8).reshape(-1, 4)[:, :3].tobytes()   # low 3 bytes, little endian
-        fmt = struct.pack("<HHIIHH", 1, channels, SAMPLE_RATE, SAMPLE_RATE * channels * 3,
-                          channels * 3, 24)
-        chunks = [b"fmt " + struct.pack("<I", len(fmt)) + fmt]
-    elif subtype == "FLOAT":
-        data = np.ascontiguousarray(to_float(pcm).astype("<f4")).tobytes()
-        fmt = struct.pack("<HHIIHHH", 3, channels, SAMPLE_RATE, SAMPLE_RATE * channels * 4,
-                          channels * 4, 32, 0)
-        chunks = [b"fmt " + struct.pack("<I", len(fmt)) + fmt,
-                  b"fact" + struct.pack("<II", 4, frames)]
-    else:
-        raise ValueError(f"unsupported WAV subtype {subtype!r} (PCM_24 or FLOAT)")
-    body = b"WAVE" + b"".join(chunks) + b"data" + struct.pack("<I", len(data)) + data
-    if len(data) % 2:
-        body += b"\0"
-    return b"RIFF" + struct.pack("<I", len(body)) + body
+    """A WAV file of 24-bit-grid integers (frames, channels): 'PCM_24' or 'FLOAT' (pcm / 2**23)."""
+    return io_wav_bytes(to_float(pcm) if subtype == "FLOAT" else pcm, SAMPLE_RATE, subtype)
 
 
 def write_wav(path: Path, pcm: np.ndarray, subtype: str) -> None:
-    atomic_write_bytes(path, wav_bytes(pcm, subtype))
+    io_write_wav(path, to_float(pcm) if subtype == "FLOAT" else pcm, SAMPLE_RATE, subtype)
 
 
 # -------------------------------------------------------------------------- labels on disk

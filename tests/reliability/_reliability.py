@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from iass import REPO_ROOT
-from iass.io import TMP_MARK
+from iass.io import TMP_MARK, wav_header
 from iass.pipelines import build as B  # sets Prefect's offline defaults before Prefect loads
 
 #: small corpus params (4 shards, 2 workers), as tests/test_build.py uses
@@ -75,7 +75,7 @@ def check_files_whole(root: Path) -> dict[str, int]:
             data, _ = sf.read(str(p), dtype="float32", always_2d=True)
             assert data.shape == (info.frames, info.channels), p
             # our WAVs: the float header (fmt + fact + data) + raw samples, nothing more
-            header = len(B.float_wav_header(info.frames, info.channels, info.samplerate))
+            header = len(wav_header(info.frames, info.channels, info.samplerate, "FLOAT"))
             assert p.stat().st_size == header + data.size * 4, f"{p}: size does not match its header"
             counts["wav"] += 1
         elif p.suffix == ".parquet":
