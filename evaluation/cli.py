@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from iass.config import add_params_arguments
+
 EVALUATE_EPILOG = """\
 examples:
   iass evaluate --corpus datasets/corpus --run runs/iass --run runs/umx --out reports/evaluate
@@ -43,9 +45,7 @@ def add_parser(sub) -> None:
                    help="parallel track workers (default: evaluate.workers)")
     p.add_argument("--targets", nargs="+", default=None, help="targets to score (default: the runs')")
     p.add_argument("--limit", type=int, default=None, help="score only the first N tracks")
-    p.add_argument("--params", default=None, help="params file (default: the repo's params.yaml)")
-    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a param, e.g. -S evaluate.chunk_seconds=10 (repeatable)")
+    add_params_arguments(p, "evaluate.chunk_seconds=10")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_evaluate)
 
@@ -59,7 +59,7 @@ def add_parser(sub) -> None:
     s.add_argument("--run", required=True, metavar="RUN_DIR", help="training run directory")
     s.add_argument("--out", required=True, help="output directory")
     _separation_options(s)
-    s.add_argument("--params", default=None, help="params file (default: the repo's params.yaml)")
+    add_params_arguments(s)
     s.set_defaults(func=run_separate)
 
     r = sub.add_parser("report", help="show an evaluation report",

@@ -36,3 +36,14 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(params.get(name) or {})
+
+
+def add_params_arguments(parser, example: str | None = None) -> None:
+    """``--params FILE`` and, when ``example`` is given, repeatable ``-S key.sub=value``
+    overrides (read back with ``load_params(args.params, args.overrides)``)."""
+    parser.add_argument("--params", default=None, metavar="FILE",
+                        help="params file (default: the repository's params.yaml)")
+    if example is not None:
+        parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
+                            metavar="KEY=VALUE",
+                            help=f"override a param, e.g. -S {example} (repeatable)")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from iass.config import add_params_arguments
+
 EPILOG = """\
 examples:
   iass train --model iass --corpus datasets/corpus --run-dir runs/iass
@@ -26,9 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, choices=["iass", "umx"], help="which network")
     p.add_argument("--corpus", required=True, help="built corpus directory (has manifest.json)")
     p.add_argument("--run-dir", required=True, help="where the run is written (or resumed from)")
-    p.add_argument("--params", default=None, help="params file (default: the repo's params.yaml)")
-    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a param, e.g. -S train.lr=3e-4 (repeatable)")
+    add_params_arguments(p, "train.lr=3e-4")
     p.add_argument("--targets", nargs="+", default=None,
                    help="targets to separate (default: train.targets)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
