@@ -57,3 +57,18 @@ def test_without_activity_the_loss_is_the_mse():
     est, tgt = torch.rand(1, 1, 2, 3, 4), torch.rand(1, 1, 2, 3, 4)
     terms = separation_loss(est, tgt, torch.ones(1, 1, dtype=torch.bool))
     assert terms.total is terms.mse and terms.bce == 0
+
+
+def test_target_weights_scale_each_targets_squared_error():
+    from iass.training.train import balance_weights
+
+    g = torch.Generator().manual_seed(5)
+    est, tgt = torch.rand(4, 3, 2, 9, 7, generator=g), torch.rand(4, 3, 2, 9, 7, generator=g)
+    known = torch.tensor([[1, 1, 0], [1, 1, 1], [0, 1, 1], [1, 0, 1]], dtype=torch.bool)
+    w = torch.tensor([0.5, 2.0, 1.5])
+    got, count = masked_mse(est, tgt, known, w)
+    by_hand = sum(w[k] * F.mse_loss(est[b, k], tgt[b, k]) for b in range(4) for k in range(3) if known[b, k])
+    assert count == 9 and torch.allclose(got, by_hand / 9)
+    # balance: mean(E) / E_k; an unknown (NaN) or silent target keeps weight 1
+    bw = balance_weights(torch.tensor([4.0, 1.0, float("nan"), 0.0, 1.0]))
+    assert torch.allclose(bw, torch.tensor([0.5, 2.0, 1.0, 1.0, 2.0]))

@@ -82,6 +82,11 @@ def test_tiny_iass_run_learns_and_its_run_dir_reproduces_it(corpus, tmp_path):
     assert set(info["git"]) == {"commit", "dirty"} and info["git"]["commit"]
     assert {"python", "torch", "numpy", "openunmix"} <= set(info["versions"])
     assert info["status"] == "done (max_steps)"
+    # params.yaml balances the targets of the shared network: weights mean(E) / E_k
+    balance = info["loss_target_weights"]
+    assert set(balance) == set(TARGETS) and all(w > 0 for w in balance.values())
+    assert sum(1 / w for w in balance.values()) / len(balance) == pytest.approx(1.0, rel=1e-5)
+    assert torch.equal(weights(run_a)["target_weights"], torch.tensor([balance[t] for t in TARGETS]))
     saved = yaml.safe_load((run_a / runlib.PARAMS_FILE).read_text())
     assert saved["train"]["targets"] == TARGETS and saved["train"]["max_steps"] == 24
     assert saved["model"]["iass"]["preset"] == "tiny"

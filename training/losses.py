@@ -4,6 +4,13 @@ Both terms are masked: a target whose audio the corpus does not separate (``know
 out of the MSE, and a frame whose activity is unknown (NaN) is out of the BCE. With everything
 known the MSE equals ``F.mse_loss(estimate, target)`` (Open-Unmix's loss) and the BCE equals
 ``F.binary_cross_entropy_with_logits(logits, labels)``.
+
+Target balance (``model.iass.target_balance``): a network shared by K targets gets the sum of the
+targets' gradients in its trunk, so the loud targets (vocals, drums) drown the quiet, sparse ones
+(guitars, piano: 4-6x less magnitude energy in the demo corpus). Open-Unmix does not have this
+problem: one network per target, and Adam normalises each network's gradient scale. With balance
+on, target k's squared error is weighted by ``mean_j(E_j) / E_k`` (E = mean squared target
+magnitude over the statistics chunks), so every target weighs the same in the shared trunk.
 """
 from __future__ import annotations
 
@@ -22,9 +29,13 @@ class LossTerms:
     bce_weight: torch.Tensor   # number of labelled frames in the BCE
 
 
-def masked_mse(estimate: torch.Tensor, target: torch.Tensor, known: torch.Tensor):
-    """estimate, target (B, K, ...); known (B, K) bool -> (mean over known pairs, their count)."""
+def masked_mse(estimate: torch.Tensor, target: torch.Tensor, known: torch.Tensor,
+               target_weights: torch.Tensor | None = None):
+    """estimate, target (B, K, ...); known (B, K) bool -> (mean over known pairs, their count).
+    ``target_weights`` (K,): each target's squared error scaled by its weight (None = all 1)."""
     per_pair = (estimate - target).pow(2).flatten(2).mean(-1)          # (B, K)
+    if target_weights is not None:
+        per_pair = per_pair * target_weights.to(per_pair)[None]
     weight = known.to(per_pair.dtype)
     count = weight.sum()
     return (per_pair * weight).sum() / count.clamp_min(1.0), count
@@ -41,8 +52,8 @@ def masked_bce_with_logits(logits: torch.Tensor, labels: torch.Tensor):
 
 
 def separation_loss(estimate, target, known, logits=None, labels=None,
-                    activity_weight: float = 1.0) -> LossTerms:
-    mse, n_mse = masked_mse(estimate, target, known)
+                    activity_weight: float = 1.0, target_weights=None) -> LossTerms:
+    mse, n_mse = masked_mse(estimate, target, known, target_weights)
     if logits is None:
         zero = mse.new_zeros(())
         return LossTerms(mse, mse, zero, n_mse, zero)

@@ -54,6 +54,7 @@ def resolve_iass(model_section: dict[str, Any], sample_rate: int, hop: int) -> d
         max_bin=bandwidth_to_max_bin(sample_rate, cfg["n_fft"], cfg["bandwidth_hz"]),
         multi_target=bool(model_section.get("multi_target", True)),
         activity_weight=float(model_section.get("activity_weight", 1.0)),
+        target_balance=bool(model_section.get("target_balance", False)),
     )
     return cfg
 

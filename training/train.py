@@ -140,9 +140,11 @@ def resolve_spec(kind: str, params: dict, targets: list[str], sample_rate: int, 
 
 
 def input_statistics(corpus_root, cfg: ChunkConfig, n_fft: int, hop: int, examples: int,
-                     workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+                     workers: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-bin mean and std of the mono mixture magnitude over ``examples`` training chunks
-    (Open-Unmix's ``get_statistics``, std floored at 1e-4 x its max), no augmentation."""
+    (Open-Unmix's ``get_statistics``, std floored at 1e-4 x its max), no augmentation; and each
+    target's mean squared magnitude over the chunks where its audio is known (for the target
+    balance of the loss; NaN for a target never known)."""
     stats_cfg = ChunkConfig(**{**cfg.__dict__, "seed": cfg.seed + 1})  # its own stream
     ds = TrainChunks(corpus_root, stats_cfg, augment=False)
     loader = torch.utils.data.DataLoader(
@@ -150,7 +152,12 @@ def input_statistics(corpus_root, cfg: ChunkConfig, n_fft: int, hop: int, exampl
         generator=torch.Generator().manual_seed(cfg.seed), **loader_options(workers))
     total = total_sq = None
     count = 0
-    for mixture, *_ in loader:
+    n_targets = len(cfg.targets)
+    energy, known_n = torch.zeros(n_targets, dtype=torch.float64), torch.zeros(n_targets, dtype=torch.float64)
+    for mixture, targets, known, _ in loader:
+        per_pair = magnitude(targets.double(), n_fft, hop).pow(2).flatten(2).mean(-1)   # (B, K)
+        energy += (per_pair * known).sum(0)
+        known_n += known.double().sum(0)
         mono = magnitude(mixture.double(), n_fft, hop).mean(1)        # (B, F, T)
         frames = mono.transpose(1, 2).reshape(-1, mono.shape[1])
         total = frames.sum(0) if total is None else total + frames.sum(0)
@@ -159,7 +166,17 @@ def input_statistics(corpus_root, cfg: ChunkConfig, n_fft: int, hop: int, exampl
     mean = total / count
     std = (total_sq / count - mean**2).clamp_min(0).sqrt()
     std = torch.maximum(std, 1e-4 * std.max())
-    return mean.float(), std.float()
+    return mean.float(), std.float(), energy / known_n
+
+
+def balance_weights(target_energy: torch.Tensor) -> torch.Tensor:
+    """mean_j(E_j) / E_k per target (1 for a target whose energy is unknown or zero)."""
+    e = torch.as_tensor(target_energy, dtype=torch.float64)
+    ok = torch.isfinite(e) & (e > 0)
+    w = torch.ones_like(e)
+    if ok.any():
+        w[ok] = e[ok].mean() / e[ok]
+    return w.float()
 
 
 # ------------------------------------------------------------------------------- the trainer
@@ -295,7 +312,8 @@ class Trainer:
         mix_mag = magnitude(mixture, self.n_fft, self.hop, self.window)
         tgt_mag = magnitude(targets, self.n_fft, self.hop, self.window)
         estimate, logits = model(mix_mag)
-        return separation_loss(estimate, tgt_mag, known, logits, activity, self.spec.activity_weight)
+        return separation_loss(estimate, tgt_mag, known, logits, activity, self.spec.activity_weight,
+                               self.target_weights)
 
     def validate(self, model) -> dict[str, float]:
         model.eval()
@@ -330,6 +348,7 @@ class Trainer:
         history: list[dict] = []
         best = {"loss": math.inf, "epoch": 0, "step": 0}
         step, epoch_sums = 0, [0.0, 0.0, 0.0, 0]
+        self.target_weights = None
 
         if self.resume:
             ckpt = self.run.load_checkpoint(runlib.LAST, map_location=self.device)
@@ -339,6 +358,8 @@ class Trainer:
             stopper.load_state_dict(ckpt["early_stopping"])
             history, best = ckpt["history"], ckpt["best"]
             step, epoch_sums = ckpt["position"]["step"], ckpt["position"]["epoch_sums"]
+            if ckpt.get("target_weights") is not None:
+                self.target_weights = torch.as_tensor(ckpt["target_weights"]).to(self.device)
             runlib.set_rng_state(ckpt["rng"])
             if ckpt.get("stopped") == "early_stopping":
                 if d.main:
@@ -353,17 +374,27 @@ class Trainer:
                 self.run.write_run(info)
         else:
             stats_n = int(self.train_p.get("stats_examples", 32))
+            energy = None
             if stats_n > 0:
-                mean, std = input_statistics(self.corpus_root, self.chunks, self.n_fft, self.hop,
-                                             stats_n, self.workers)
+                mean, std, energy = input_statistics(self.corpus_root, self.chunks, self.n_fft,
+                                                     self.hop, stats_n, self.workers)
                 model.set_input_statistics(mean.to(self.device), std.to(self.device))
+            if self.spec.config.get("target_balance"):
+                if energy is None:
+                    raise SystemExit("model.iass.target_balance needs train.stats_examples > 0 "
+                                     "(the target energies are measured on those chunks)")
+                self.target_weights = balance_weights(energy).to(self.device)
             if d.main:
                 self.run.root.mkdir(parents=True, exist_ok=True)
                 clean_temp_files(self.run.root)
                 for name in (runlib.LAST, runlib.BEST, runlib.METRICS_FILE, runlib.HISTORY_FILE):
                     self.run.path(name).unlink(missing_ok=True)
                 self.run.write_params(self.params)
-                self.run.write_run(self._run_info("running"))
+                info = self._run_info("running")
+                if self.target_weights is not None:
+                    info["loss_target_weights"] = dict(zip(self.spec.targets,
+                                                           map(float, self.target_weights.tolist())))
+                self.run.write_run(info)
         if d.enabled:
             dist.barrier()
 
@@ -438,6 +469,7 @@ class Trainer:
                     "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict(),
                     "rng": runlib.rng_state(), "position": {"step": step, "epoch_sums": epoch_sums},
                     "history": history, "best": best, "stopped": "early_stopping" if stop else None,
+                    "target_weights": None if self.target_weights is None else self.target_weights.cpu(),
                     **self._weights(model, best),
                 })
                 self.run.write_history(history)
