@@ -109,27 +109,40 @@ def default_tracks(seconds: float = 3.0) -> list[FixtureTrack]:
 def write_fixture_corpus(root: str | Path, tracks: list[FixtureTrack] | None = None, hop: int = 256,
                          num_shards: int = 4) -> dict:
     """Write the corpus; return {track_id: FixtureTrack} (the ground truth)."""
+    def render(n_track: int, k: int, inst: str, regions, n: int):
+        if not regions:
+            return None                                   # absent instruments have no stem
+        return tone(inst, n, seed=1000 * n_track + k) * gate(regions, n)[:, None]
+
+    return write_corpus(root, tracks if tracks is not None else default_tracks(), render, hop,
+                        num_shards, built_by="tests/corpus_fixture.py")
+
+
+def write_corpus(root: str | Path, tracks: list, render, hop: int, num_shards: int,
+                 built_by: str, artist: str = "fixture") -> dict:
+    """Fixture tracks (``native_id, split, stems {instrument: regions}, source, unknown,
+    num_samples``) written in the real corpus format: stems rendered by ``render(n_track, k,
+    instrument, regions, n) -> (n, 2) float32`` (None: no stem), mixture = their sum, exact
+    labels from the regions (``other`` = unknown), the tables with the format's schemas and a
+    manifest. Shared by this module and ``eval_corpus_fixture``. Returns {track_id: track}."""
     root = Path(root)
     layout = cf.CorpusLayout(root)
-    tracks = tracks if tracks is not None else default_tracks()
     root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REGISTRY_DIR / "taxonomy.yaml", layout.taxonomy)
     from iass.pipelines.taxonomy import load_taxonomy
 
     tax = load_taxonomy(layout.taxonomy)
-    track_rows, stem_rows, act_rows = [], [], {}
-    truth = {}
+    track_rows, stem_rows, act_rows, truth = [], [], {}, {}
     for n_track, tr in enumerate(tracks):
         tid = cf.make_track_id(tr.source, tr.native_id)
         shard = cf.shard_of(tid, num_shards)
-        n = tr.num_samples
-        nf = cf.num_frames(n, hop)
+        n, nf = tr.num_samples, cf.num_frames(tr.num_samples, hop)
         mixture = np.zeros((n, 2), dtype=np.float32)
         present = []
         for k, (inst, regions) in enumerate(tr.stems.items()):
-            if not regions:
+            audio = render(n_track, k, inst, regions, n)
+            if audio is None:
                 continue
-            audio = tone(inst, n, seed=1000 * n_track + k) * gate(regions, n)[:, None]
             rel = layout.rel_audio(shard, tid, inst)
             write_wav(root / rel, audio, SR)
             mixture += audio
@@ -138,13 +151,10 @@ def write_fixture_corpus(root: str | Path, tracks: list[FixtureTrack] | None = N
                 "track_id": tid, "instrument": inst, "path": rel, "sha256": file_digest(root / rel),
                 "num_samples": n, "source_stems": [f"{inst}.wav"], "source_labels": [inst],
                 "annotated": inst != "other",
-                "rms_db": float(10 * np.log10(np.mean(audio**2) + 1e-12)),
+                "rms_db": float(10 * np.log10(np.mean(audio.astype(np.float64) ** 2) + 1e-12)),
             })
-            if inst == "other":  # a MUSDB-like `other`: its content is unknown
-                labels, active = frame_labels(regions, n, hop), [None] * nf
-            else:
-                labels = frame_labels(regions, n, hop)
-                active = [bool(v) for v in labels]
+            labels = frame_labels(regions, n, hop)
+            active = [None] * nf if inst == "other" else [bool(v) for v in labels]  # MUSDB-like: unknown
             for f in range(nf):
                 act_rows.setdefault(shard, []).append({
                     "track_id": tid, "instrument": inst, "frame": f, "active": active[f],
@@ -153,8 +163,8 @@ def write_fixture_corpus(root: str | Path, tracks: list[FixtureTrack] | None = N
         mix_rel = layout.rel_audio(shard, tid, "mixture")
         write_wav(root / mix_rel, mixture, SR)
         track_rows.append({
-            "track_id": tid, "source": tr.source, "native_id": tr.native_id, "artist": "fixture",
-            "title": tr.native_id, "song_key": f"fixture {tr.native_id}", "split": tr.split,
+            "track_id": tid, "source": tr.source, "native_id": tr.native_id, "artist": artist,
+            "title": tr.native_id, "song_key": f"{artist} {tr.native_id}", "split": tr.split,
             "shard": shard, "sample_rate": SR, "num_samples": n, "duration_s": n / SR,
             "num_frames": nf, "hop": hop, "mixture_path": mix_rel, "mixture_is_sum": True,
             "mixture_residual_db": -120.0, "mixture_sha256": file_digest(root / mix_rel),
@@ -173,6 +183,6 @@ def write_fixture_corpus(root: str | Path, tracks: list[FixtureTrack] | None = N
     atomic_write_json(layout.manifest, {
         "format_version": cf.FORMAT_VERSION, "corpus_version": version,
         "taxonomy_sha256": tax.sha256, "params": {"hop": hop, "sample_rate": SR},
-        "counts": {"tracks": len(track_rows), "stems": len(stem_rows)}, "built_by": "tests/corpus_fixture.py",
+        "counts": {"tracks": len(track_rows), "stems": len(stem_rows)}, "built_by": built_by,
     })
     return truth

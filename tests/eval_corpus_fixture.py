@@ -14,15 +14,11 @@ the piano unknown (inside its ``other`` stem).
 """
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
-from iass import REGISTRY_DIR
-from iass.io import atomic_write_json, atomic_write_parquet, file_digest, stable_hash, write_wav
+from corpus_fixture import FixtureTrack, frame_labels, gate, write_corpus  # noqa: F401 (frame_labels: for tests)
 from iass.pipelines import corpus_format as cf
 
 SR = cf.SAMPLE_RATE
@@ -45,32 +41,7 @@ TARGET_OF = {
 TARGETS = ["vocals", "drums", "bass", "electric_guitar", "acoustic_guitar", "piano"]
 
 
-@dataclass
-class EvalTrack:
-    native_id: str
-    split: str
-    seconds: float
-    stems: dict[str, list[tuple[float, float]]]      # instrument -> active regions (s)
-    source: str = "synth"
-    unknown: list[str] = field(default_factory=list)
-
-    @property
-    def num_samples(self) -> int:
-        return int(round(self.seconds * SR))
-
-
-def gate(regions, n: int) -> np.ndarray:
-    g = np.zeros(n, dtype=np.float64)
-    for a, b in regions:
-        g[int(round(a * SR)): int(round(b * SR))] = 1.0
-    return g
-
-
-def frame_labels(regions, n_samples: int, hop: int) -> np.ndarray:
-    """Exact labels: frame t is active iff sample t * hop lies inside a region."""
-    g = gate(regions, n_samples)
-    centres = cf.frame_centers(cf.num_frames(n_samples, hop), hop)
-    return np.array([g[c] if c < n_samples else 0.0 for c in centres], dtype=np.float32)
+EvalTrack = FixtureTrack  # same fields: native_id, split, seconds, stems, source, unknown
 
 
 def render_stem(instrument: str, regions, n: int, seed: int) -> np.ndarray:
@@ -138,67 +109,9 @@ def default_tracks(seconds: float = 3.0) -> list[EvalTrack]:
 def write_eval_corpus(root: str | Path, tracks: list[EvalTrack] | None = None, hop: int = HOP,
                       num_shards: int = 4) -> dict[str, EvalTrack]:
     """Write the corpus under ``root``; return {track_id: EvalTrack} (the ground truth)."""
-    root = Path(root)
-    layout = cf.CorpusLayout(root)
-    tracks = tracks if tracks is not None else default_tracks()
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REGISTRY_DIR / "taxonomy.yaml", layout.taxonomy)
-    from iass.pipelines.taxonomy import load_taxonomy
-
-    tax = load_taxonomy(layout.taxonomy)
-    track_rows, stem_rows, act_rows, truth = [], [], {}, {}
-    for n_track, tr in enumerate(tracks):
-        tid = cf.make_track_id(tr.source, tr.native_id)
-        shard = cf.shard_of(tid, num_shards)
-        n, nf = tr.num_samples, cf.num_frames(tr.num_samples, hop)
-        mixture = np.zeros((n, 2), dtype=np.float32)
-        present = []
-        for k, (inst, regions) in enumerate(tr.stems.items()):
-            audio = render_stem(inst, regions, n, seed=100 * n_track + k)
-            rel = layout.rel_audio(shard, tid, inst)
-            write_wav(root / rel, audio, SR)
-            mixture += audio
-            present.append(inst)
-            stem_rows.append({
-                "track_id": tid, "instrument": inst, "path": rel, "sha256": file_digest(root / rel),
-                "num_samples": n, "source_stems": [f"{inst}.wav"], "source_labels": [inst],
-                "annotated": inst != "other",
-                "rms_db": float(10 * np.log10(np.mean(audio.astype(np.float64) ** 2) + 1e-12)),
-            })
-            labels = frame_labels(regions, n, hop)
-            active = [None] * nf if inst == "other" else [bool(v) for v in labels]
-            for f in range(nf):
-                act_rows.setdefault(shard, []).append({
-                    "track_id": tid, "instrument": inst, "frame": f, "active": active[f],
-                    "confidence": float(labels[f]),
-                })
-        mix_rel = layout.rel_audio(shard, tid, "mixture")
-        write_wav(root / mix_rel, mixture, SR)
-        track_rows.append({
-            "track_id": tid, "source": tr.source, "native_id": tr.native_id, "artist": "eval fixture",
-            "title": tr.native_id, "song_key": f"eval fixture {tr.native_id}", "split": tr.split,
-            "shard": shard, "sample_rate": SR, "num_samples": n, "duration_s": n / SR,
-            "num_frames": nf, "hop": hop, "mixture_path": mix_rel, "mixture_is_sum": True,
-            "mixture_residual_db": -120.0, "mixture_sha256": file_digest(root / mix_rel),
-            "fingerprint": stable_hash(tr.native_id, 16), "instruments": present,
-            "unknown_instruments": [tax.check(u) for u in tr.unknown],
-            "activity_method": "notes", "input_digest": stable_hash([tr.native_id, hop], 16),
-            "warnings": [],
-        })
-        truth[tid] = tr
-    atomic_write_parquet(layout.tracks, pa.Table.from_pylist(track_rows, schema=cf.TRACKS_SCHEMA))
-    atomic_write_parquet(layout.stems, pa.Table.from_pylist(stem_rows, schema=cf.STEMS_SCHEMA))
-    for shard, rows in act_rows.items():
-        atomic_write_parquet(layout.activity_part(shard), pa.Table.from_pylist(rows, schema=cf.ACTIVITY_SCHEMA))
-    atomic_write_parquet(layout.rejects, cf.REJECTS_SCHEMA.empty_table())
-    version = stable_hash([r["mixture_sha256"] for r in track_rows] + [r["sha256"] for r in stem_rows], 16)
-    atomic_write_json(layout.manifest, {
-        "format_version": cf.FORMAT_VERSION, "corpus_version": version,
-        "taxonomy_sha256": tax.sha256, "params": {"hop": hop, "sample_rate": SR},
-        "counts": {"tracks": len(track_rows), "stems": len(stem_rows)},
-        "built_by": "tests/eval_corpus_fixture.py",
-    })
-    return truth
+    return write_corpus(root, tracks if tracks is not None else default_tracks(),
+                        lambda n_track, k, inst, regions, n: render_stem(inst, regions, n, seed=100 * n_track + k),
+                        hop, num_shards, built_by="tests/eval_corpus_fixture.py", artist="eval fixture")
 
 
 # ------------------------------------------------------------------------ test separators
