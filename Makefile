@@ -10,6 +10,8 @@ export PREFECT_LOGGING_LEVEL := WARNING
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export DVC_NO_ANALYTICS := 1
+export MKL_CBWR := AUTO,STRICT
+# ^ bit-reproducible multi-threaded CPU training (see iass/__init__.py)
 # dvc.yaml stages call `iass`: the venv must come first on PATH (as after `source .venv/bin/activate`).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
