@@ -12,8 +12,8 @@ knows its audio (``Corpus.target_known``: not MUSDB's guitars or piano, hidden i
 for BSS Eval, it is not silent throughout. BSS Eval drops the windows where the target is silent,
 so it cannot see what activity weighting is for; PES and EPS (Schulze-Forster et al. 2019) score
 exactly those windows: the estimate's energy where the target is silent (leakage) and the
-target's energy where the estimate is silent (what muting lost). Activity (IASS runs): frame-level precision, recall and F1 of the
-decision actually applied (threshold + median filter) and ROC-AUC of the probability, against the
+target's energy where the estimate is silent (what muting lost). Activity (IASS runs):
+frame-level precision, recall and F1 of the decision actually applied (threshold + median filter) and ROC-AUC of the probability, against the
 corpus labels, skipping unknown frames.
 
 Tracks are scored in parallel worker processes; everything is read through
@@ -227,9 +227,9 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
             for metric in ACTIVITY_METRICS:
                 rows.append({**base, "target": t, "method": _activity_label(label), "run": run_name,
                              "metric": metric, "value": float(s[metric])})
-            known = ~np.isnan(truth)
-            frames[(run_name, t)] = (p[known], d[known], truth[known])
-    return {"track_id": track_id, "rows": rows, "frames": frames, "scored_targets": scored, "known_targets": known}
+            labelled = ~np.isnan(truth)
+            frames[(run_name, t)] = (p[labelled], d[labelled], truth[labelled])
+    return {"track_id": track_id, "rows": rows, "frames": frames, "scored_targets": scored}
 
 
 def _activity_label(method_label: str) -> str:

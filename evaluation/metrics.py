@@ -302,8 +302,9 @@ def silence_scores(target: np.ndarray, estimates, win: int = 44100, hop: int = 4
       muting lost (the paper's definition; its code's default also counts windows where both are
       silent, at -120 dB, which makes every method that passes a silent mixture through "lose"
       -120 dB).
-    Lower is better for PES; NaN when there is no such window (for EPS: nothing was lost). target (n, C); estimates (n, C)
-    or (n_estimates, n, C). Returns {"PES": (n_estimates,), "EPS": (n_estimates,)}."""
+    Lower is better for both; NaN when there is no such window (for EPS: nothing was lost).
+    target (n, C); estimates (n, C) or (n_estimates, n, C).
+    Returns {"PES": (n_estimates,), "EPS": (n_estimates,)}."""
     target = np.asarray(target)
     estimates = np.asarray(estimates)
     if estimates.ndim == 2:

@@ -3,12 +3,12 @@
 - ``results.parquet``: long format, one row per track x target x method x metric
   (BSS metrics: the track's median over its 1 s windows; activity metrics: the track's frames).
 - ``activity.parquet``: activity scores pooled over all frames of the split, per run x target.
-- ``summary.md``: median over tracks of SDR / SIR / SAR (and the silence scores PES / EPS) per
-  target and method, and the pooled
-  activity precision / recall / F1 / ROC-AUC per target; the tables a reader compares first.
+- ``summary.md``: median over tracks of SDR / SIR / SAR and of the silence scores PES / EPS per
+  target and method, and the pooled activity precision / recall / F1 / ROC-AUC per target; the
+  tables a reader compares first.
 - ``sdr_boxplot.png``: SDR per target and method (the paper's figures 3 and 4, as box plots).
-- ``metrics.json``: median SDR / SIR / SAR / PES / EPS per target and method plus activity F1 / AUC, for
-  ``dvc metrics``; keys are slugs (``iass_weighted``, ``open_unmix``, ``ibm``, ``input_sdr``).
+- ``metrics.json``: median SDR / SIR / SAR / PES / EPS per target and method plus activity
+  F1 / AUC, for ``dvc metrics``; keys are slugs (``iass_weighted``, ``open_unmix``, ``ibm``, ``input_sdr``).
 """
 from __future__ import annotations
 

@@ -144,19 +144,20 @@ def wav_data(audio, subtype: str = "FLOAT") -> memoryview:
     raise ValueError(f"unsupported WAV subtype {subtype!r} (one of {', '.join(WAV_SUBTYPES)})")
 
 
-def _wav_parts(audio, sample_rate: int, subtype: str) -> tuple[bytes, memoryview]:
+def _wav_parts(audio, sample_rate: int, subtype: str) -> tuple[bytes, memoryview, bytes]:
+    """(header, data, pad byte if the data length is odd): the file is their concatenation."""
     import numpy as np
 
     shape = np.shape(audio)
     frames, channels = shape[0], (shape[1] if len(shape) > 1 else 1)
     data = wav_data(audio, subtype)
-    return wav_header(frames, channels, sample_rate, subtype), data
+    return wav_header(frames, channels, sample_rate, subtype), data, b"\0" * (len(data) % 2)
 
 
 def wav_bytes(audio, sample_rate: int, subtype: str = "FLOAT") -> bytes:
     """A whole WAV file in memory (see :func:`write_wav`)."""
-    header, data = _wav_parts(audio, sample_rate, subtype)
-    return header + bytes(data) + b"\0" * (len(data) % 2)
+    header, data, pad = _wav_parts(audio, sample_rate, subtype)
+    return header + bytes(data) + pad
 
 
 def write_wav(path: str | os.PathLike, audio, sample_rate: int, subtype: str = "FLOAT",
@@ -170,19 +171,15 @@ def write_wav(path: str | os.PathLike, audio, sample_rate: int, subtype: str = "
     every WAV reader read it as usual. FLOAT keeps stems summing exactly to the mixture.
     ``digest``: a hashlib name; the file is hashed while it is written. Returns (hex digest or
     None, file size in bytes)."""
-    header, data = _wav_parts(audio, sample_rate, subtype)
-    h = hashlib.new(digest, header) if digest else None
-    if h is not None:
-        h.update(data)
-    pad = b"\0" * (len(data) % 2)
-    if h is not None and pad:
-        h.update(pad)
+    parts = _wav_parts(audio, sample_rate, subtype)
+    h = hashlib.new(digest) if digest else None
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            fh.write(header)
-            fh.write(data)
-            fh.write(pad)
-    return (h.hexdigest() if h is not None else None), len(header) + len(data) + len(pad)
+            for part in parts:
+                fh.write(part)
+                if h is not None:
+                    h.update(part)
+    return (h.hexdigest() if h is not None else None), sum(len(p) for p in parts)
 
 
 def atomic_write_parquet(path: str | os.PathLike, table) -> None:

@@ -7,7 +7,7 @@ known the MSE equals ``F.mse_loss(estimate, target)`` (Open-Unmix's loss) and th
 
 Target balance (``model.iass.target_balance``): a network shared by K targets gets the sum of the
 targets' gradients in its trunk, so the loud targets (vocals, drums) drown the quiet, sparse ones
-(guitars, piano: 4-6x less magnitude energy in the demo corpus). Open-Unmix does not have this
+(guitars, piano: 2-6x less magnitude energy than vocals in the demo corpus' chunks). Open-Unmix does not have this
 problem: one network per target, and Adam normalises each network's gradient scale. With balance
 on, target k's squared error is weighted by ``mean_j(E_j) / E_k`` (E = mean squared target
 magnitude over the statistics chunks), so every target weighs the same in the shared trunk.

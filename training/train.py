@@ -140,11 +140,11 @@ def resolve_spec(kind: str, params: dict, targets: list[str], sample_rate: int, 
 
 
 def input_statistics(corpus_root, cfg: ChunkConfig, n_fft: int, hop: int, examples: int,
-                     workers: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     workers: int, target_energy: bool = False):
     """Per-bin mean and std of the mono mixture magnitude over ``examples`` training chunks
-    (Open-Unmix's ``get_statistics``, std floored at 1e-4 x its max), no augmentation; and each
-    target's mean squared magnitude over the chunks where its audio is known (for the target
-    balance of the loss; NaN for a target never known)."""
+    (Open-Unmix's ``get_statistics``, std floored at 1e-4 x its max), no augmentation; with
+    ``target_energy``, also each target's mean squared magnitude over the chunks where its audio
+    is known (for the target balance of the loss; NaN for a target never known), else None."""
     stats_cfg = ChunkConfig(**{**cfg.__dict__, "seed": cfg.seed + 1})  # its own stream
     ds = TrainChunks(corpus_root, stats_cfg, augment=False)
     loader = torch.utils.data.DataLoader(
@@ -155,9 +155,10 @@ def input_statistics(corpus_root, cfg: ChunkConfig, n_fft: int, hop: int, exampl
     n_targets = len(cfg.targets)
     energy, known_n = torch.zeros(n_targets, dtype=torch.float64), torch.zeros(n_targets, dtype=torch.float64)
     for mixture, targets, known, _ in loader:
-        per_pair = magnitude(targets.double(), n_fft, hop).pow(2).flatten(2).mean(-1)   # (B, K)
-        energy += (per_pair * known).sum(0)
-        known_n += known.double().sum(0)
+        if target_energy:
+            per_pair = magnitude(targets.double(), n_fft, hop).pow(2).flatten(2).mean(-1)  # (B, K)
+            energy += (per_pair * known).sum(0)
+            known_n += known.double().sum(0)
         mono = magnitude(mixture.double(), n_fft, hop).mean(1)        # (B, F, T)
         frames = mono.transpose(1, 2).reshape(-1, mono.shape[1])
         total = frames.sum(0) if total is None else total + frames.sum(0)
@@ -166,7 +167,7 @@ def input_statistics(corpus_root, cfg: ChunkConfig, n_fft: int, hop: int, exampl
     mean = total / count
     std = (total_sq / count - mean**2).clamp_min(0).sqrt()
     std = torch.maximum(std, 1e-4 * std.max())
-    return mean.float(), std.float(), energy / known_n
+    return mean.float(), std.float(), (energy / known_n if target_energy else None)
 
 
 def balance_weights(target_energy: torch.Tensor) -> torch.Tensor:
@@ -374,12 +375,13 @@ class Trainer:
                 self.run.write_run(info)
         else:
             stats_n = int(self.train_p.get("stats_examples", 32))
+            balance = bool(self.spec.config.get("target_balance"))
             energy = None
             if stats_n > 0:
                 mean, std, energy = input_statistics(self.corpus_root, self.chunks, self.n_fft,
-                                                     self.hop, stats_n, self.workers)
+                                                     self.hop, stats_n, self.workers, balance)
                 model.set_input_statistics(mean.to(self.device), std.to(self.device))
-            if self.spec.config.get("target_balance"):
+            if balance:
                 if energy is None:
                     raise SystemExit("model.iass.target_balance needs train.stats_examples > 0 "
                                      "(the target energies are measured on those chunks)")
