@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default=None, help="corpus split to score (default: evaluate.split)")
     p.add_argument("--out", default="reports/evaluate", help="report directory (default: %(default)s)")
     _separation_options(p)
+    p.add_argument("--threshold-split", default=None, metavar="SPLIT",
+                   help="tune each IASS run's per-target activity thresholds on this held-out split "
+                        "(best F1 of the applied decision; default: evaluate.threshold_split)")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel track workers (default: evaluate.workers)")
     p.add_argument("--targets", nargs="+", default=None, help="targets to score (default: the runs')")
@@ -99,7 +102,7 @@ def run_evaluate(args) -> int:
     try:
         config = config_from_params(
             params, **_sep_overrides(args), split=args.split, workers=args.workers,
-            device=args.device, checkpoint=args.checkpoint,
+            device=args.device, checkpoint=args.checkpoint, threshold_split=args.threshold_split,
             targets=tuple(args.targets) if args.targets else None, limit=args.limit)
     except ValueError as exc:
         print(f"iass evaluate: {exc}", file=sys.stderr)

@@ -50,6 +50,7 @@ class RunSpec:
     has_activity: bool = False
     sample_rate: int = 44100
     hop: int = 1024
+    thresholds: tuple[float, ...] | None = None   # per target, tuned on a held-out split
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class EvaluateConfig:
     workers: int = 2
     device: str = "cpu"
     checkpoint: str = "best"
+    threshold_split: str | None = None  # tune each IASS run's per-target thresholds on this split
     targets: tuple[str, ...] | None = None
     limit: int | None = None  # evaluate the first N tracks only (smoke runs)
 
@@ -178,7 +180,9 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
             raise ValueError(f"{_run_name(spec.source)}: model rate {sep.sample_rate} Hz != corpus "
                              f"rate {sr} Hz ({track_id})")
         weightings = tuple(dict.fromkeys(m.weighting for m in ms))
-        results = separate_variants(mixture, sep, config.separation, weightings)
+        sep_config = (config.separation if spec.thresholds is None
+                      else replace(config.separation, threshold=spec.thresholds))
+        results = separate_variants(mixture, sep, sep_config, weightings)
         for m in ms:
             res = results[m.weighting]
             estimates[m.label] = {t: res.estimates[k] for k, t in enumerate(res.targets)}
@@ -273,6 +277,8 @@ def evaluate(corpus_root: str | Path, run_sources: list, out_dir: str | Path,
         first = _load(runs[0].source, config.device, config.checkpoint)
         config = replace(config, n_fft=config.n_fft or int(first.n_fft), hop=config.hop or int(first.hop))
     config = replace(config, n_fft=config.n_fft or 4096, hop=config.hop or corpus.hop)
+    if config.threshold_split:
+        runs = calibrate_runs(corpus, runs, config, progress)
     methods = plan_methods(runs, config.separation.weighting)
     targets = list(config.targets or dict.fromkeys(t for r in runs for t in r.targets)
                    or corpus.taxonomy.targets)
@@ -305,6 +311,26 @@ def evaluate(corpus_root: str | Path, run_sources: list, out_dir: str | Path,
     return summary
 
 
+def calibrate_runs(corpus, runs: list[RunSpec], config: EvaluateConfig, progress: bool) -> list[RunSpec]:
+    """Each run with activity gets per-target thresholds tuned on ``config.threshold_split``."""
+    from iass.evaluation.calibrate import tune_thresholds
+
+    if config.threshold_split == config.split:
+        raise SystemExit(f"evaluate.threshold_split = {config.split!r} is the split being scored: "
+                         "thresholds must be tuned on held-out tracks (e.g. valid)")
+    out = []
+    for spec in runs:
+        if spec.has_activity:
+            sep = _load(spec.source, config.device, config.checkpoint)
+            tuned = tune_thresholds(corpus, sep, config.threshold_split, config.separation, progress)
+            spec = replace(spec, thresholds=tuple(tuned[t]["threshold"] for t in spec.targets))
+            if progress:
+                print("  " + ", ".join(f"{t} {v['threshold']:.2f} (F1 {v['f1']:.2f})"
+                                       for t, v in tuned.items()), file=sys.stderr, flush=True)
+        out.append(spec)
+    return out
+
+
 def config_from_params(params: dict, **overrides) -> EvaluateConfig:
     """EvaluateConfig from params.yaml's ``evaluate`` section plus CLI values. The IBM uses the
     first run's STFT, so that it masks the very frames the models mask."""
@@ -314,6 +340,7 @@ def config_from_params(params: dict, **overrides) -> EvaluateConfig:
     cfg = EvaluateConfig(
         split=ev.get("split", "test"), separation=sep,
         win_seconds=float(ev.get("win_seconds", 1.0)), workers=int(ev.get("workers", 2)),
+        threshold_split=ev.get("threshold_split") or None,
     )
     rest = {k: v for k, v in overrides.items() if k not in sep_keys and v is not None}
     return replace(cfg, **rest)

@@ -130,6 +130,10 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
         f"- separation: weighting `{config.separation.weighting}` (threshold "
         f"{config.separation.threshold}, median filter {config.separation.median_frames} frames), "
         f"Wiener post-filter {'on' if config.separation.wiener else 'off'}",
+        *[f"- activity thresholds of `{_run_label(r)}`, tuned on the `{config.threshold_split}` split "
+          "(best F1 of the applied decision): "
+          + ", ".join(f"{t} {th:.2f}" for t, th in zip(r.targets, r.thresholds))
+          for r in runs if r.thresholds is not None],
         f"- BSS Eval v4 (museval-compatible), {config.win_seconds:g} s windows; a track's score is "
         "the median over the windows where the target and the rest of the mixture sound; tables "
         "show the median over tracks (dB). `IBM`: ideal binary mask (upper bound); `input-SDR`: "
@@ -175,9 +179,17 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
         metrics["activity"].setdefault(a["target"], {})[slug(a["run"])] = {
             "f1": _none_if_nan(a["f1"]), "auc": _none_if_nan(a["auc"]),
             "precision": _none_if_nan(a["precision"]), "recall": _none_if_nan(a["recall"])}
+    metrics["thresholds"] = {slug(_run_label(r)): dict(zip(r.targets, r.thresholds))
+                             for r in runs if r.thresholds is not None}
     metrics["tracks"] = len(results)
     atomic_write_json(out_dir / METRICS, metrics)
     return metrics
+
+
+def _run_label(spec) -> str:
+    from iass.evaluation.evaluate import _run_name
+
+    return _run_name(spec.source)
 
 
 def plot_sdr(df, methods: list, targets: list[str], path: Path) -> None:

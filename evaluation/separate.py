@@ -51,7 +51,7 @@ class SeparatorProtocol(Protocol):
 @dataclass(frozen=True)
 class SeparationConfig:
     weighting: str = "none"          # none | hard | soft
-    threshold: float = 0.5
+    threshold: float | tuple[float, ...] = 0.5   # one for all targets, or one per target
     median_frames: int = 21
     wiener: bool = False
     wiener_iterations: int = 1
@@ -63,8 +63,18 @@ class SeparationConfig:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, not {self.weighting!r}")
         if self.median_frames < 1 or self.median_frames % 2 == 0:
             raise ValueError(f"median_frames must be a positive odd number, not {self.median_frames}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], not {self.threshold}")
+        values = np.atleast_1d(np.asarray(self.threshold, dtype=np.float64))
+        if values.ndim != 1 or values.size == 0 or not ((values >= 0) & (values <= 1)).all():
+            raise ValueError(f"threshold must be in [0, 1] (one, or one per target), not {self.threshold}")
+
+    def thresholds(self, n_targets: int) -> np.ndarray:
+        """(n_targets, 1): the threshold of each target's activity probability."""
+        values = np.atleast_1d(np.asarray(self.threshold, dtype=np.float64))
+        if values.size == 1:
+            return np.full((n_targets, 1), values[0])
+        if values.size != n_targets:
+            raise ValueError(f"{values.size} per-target thresholds for {n_targets} targets")
+        return values[:, None]
 
     @classmethod
     def from_params(cls, evaluate: dict, **overrides) -> "SeparationConfig":
@@ -212,7 +222,7 @@ def activity_weights(logits: np.ndarray, config: SeparationConfig, lo: int, hi: 
     s0, s1 = max(a - r, lo), min(b + r, hi)
     if (s0 > 0 and s0 != a - r) or (s1 < n_frames and s1 != b + r):
         raise ValueError("not enough context frames for the activity median filter")
-    raw = prob[:, s0 - lo: s1 - lo] >= config.threshold
+    raw = prob[:, s0 - lo: s1 - lo] >= config.thresholds(prob.shape[0])
     # zero padding only where the track ends (real frames elsewhere)
     left = r - (a - s0)
     right = r - (s1 - b)
@@ -381,7 +391,7 @@ def separate_oneshot(mixture: np.ndarray, separator, config: SeparationConfig = 
     prob = dec = None
     if separator.has_activity and logits is not None:
         prob = sigmoid(logits).astype(np.float32)
-        raw = (prob >= config.threshold).astype(np.float64)
+        raw = (prob >= config.thresholds(prob.shape[0])).astype(np.float64)
         dec = np.stack([medfilt(r, config.median_frames) for r in raw]) > 0.5
         if config.weighting == "hard":
             mask = mask * torch.from_numpy(dec.astype(np.float32))[:, None, None, :]

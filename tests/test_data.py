@@ -179,6 +179,28 @@ def test_unknown_targets_are_masked_and_never_drawn(corpus):
     assert found >= 3
 
 
+def test_present_draw_takes_only_tracks_where_the_target_plays(corpus):
+    """train.target_tracks: present -> a target's slot comes from a track whose labels say it plays
+    (here acoustic guitar: only song01 and song04; electric guitar: not song00 / song03); the
+    default draw (known) also takes the tracks without it, whose slots are silent."""
+    root, truth = corpus
+    plays = {t: {tid for tid, tr in truth.items() if tr.split == "train" and tr.stems.get(INSTRUMENT[t])}
+             for t in TARGETS}
+    assert len(plays["acoustic_guitar"]) == 2
+    present = TrainChunks(root, cfg(target_tracks="present"))
+    known = TrainChunks(root, cfg())
+    drawn = {t: set() for t in TARGETS}
+    drawn_known = {t: set() for t in TARGETS}
+    for i in range(200):
+        for k, t in enumerate(TARGETS):
+            drawn[t].add(present.plan(i)[0][k][0])
+            drawn_known[t].add(known.plan(i)[0][k][0])
+    assert drawn == plays
+    assert drawn_known["acoustic_guitar"] > plays["acoustic_guitar"]
+    with pytest.raises(SystemExit, match="target_tracks"):
+        ChunkConfig.from_params({"chunk_seconds": 1.0, "target_tracks": "playing"}, TARGETS, HOP, 44100)
+
+
 def test_without_track_mixing_an_unknown_target_is_masked(corpus):
     root, _ = corpus
     ds = TrainChunks(root, cfg(random_track_mix=False))

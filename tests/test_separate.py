@@ -144,6 +144,24 @@ def test_hard_weighting_zeroes_frames_predicted_inactive():
     assert torch.corrcoef(torch.stack([energy_ratio[mid][loud], (p[mid] ** 2)[loud]]))[0, 1] > 0.9
 
 
+def test_per_target_thresholds_apply_to_their_own_target():
+    x = _mixture(3.0, seed=2)
+    sep = ContextSeparator()
+    cfg = {"weighting": "hard", "median_frames": 5, "chunk_seconds": 0.5}
+    both = separate(x, sep, SeparationConfig(threshold=(0.3, 0.7), **cfg))
+    one = {th: separate(x, sep, SeparationConfig(threshold=th, **cfg)) for th in (0.3, 0.7)}
+    assert not np.array_equal(one[0.3].decision, one[0.7].decision)   # the thresholds matter here
+    for k, th in enumerate((0.3, 0.7)):
+        np.testing.assert_array_equal(both.decision[k], one[th].decision[k])
+        np.testing.assert_array_equal(both.estimates[k], one[th].estimates[k])
+    oneshot = separate_oneshot(x, sep, SeparationConfig(threshold=(0.3, 0.7), **cfg))
+    np.testing.assert_array_equal(both.decision, oneshot.decision)
+    with pytest.raises(ValueError, match="3 per-target thresholds for 2 targets"):
+        separate(x, sep, SeparationConfig(threshold=(0.2, 0.3, 0.4), **cfg))
+    with pytest.raises(ValueError, match="threshold must be in"):
+        SeparationConfig(threshold=(0.2, 1.3))
+
+
 def test_no_activity_means_no_weighting():
     x = _mixture(1.0)
     sep = ContextSeparator(has_activity=False)

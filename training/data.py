@@ -11,7 +11,9 @@ starting at the saved position (see :class:`StepBatchSampler`).
 
 A training example is a mixture built from ``K + 1`` slots: one per target (the stems of that
 target in a randomly drawn track; Open-Unmix's random track mixing) and a ``rest`` slot (every
-other instrument of another random track). Activity labels follow their stems. Frame ``j`` of a
+other instrument of another random track). ``train.target_tracks: present`` draws a target's slot
+only from the tracks where that target plays: in MedleyDB-style corpora most tracks have no piano
+or acoustic guitar, so Open-Unmix's draw (``known``: any track) makes their slots mostly silence. Activity labels follow their stems. Frame ``j`` of a
 chunk that starts at sample ``o = m * hop`` is centred on track sample ``o + j * hop``: exactly
 the track's label frame ``m + j`` (``torch.stft(center=True)`` convention; see
 ``corpus_format.num_frames``), which is why chunk offsets are multiples of the hop.
@@ -54,6 +56,7 @@ class ChunkConfig:
     random_track_mix: bool = True
     gain: tuple[float, float] = (0.25, 1.25)
     channel_swap: bool = True
+    target_tracks: str = "known"     # known | present: the pool each target slot is drawn from
 
     @property
     def num_frames(self) -> int:
@@ -71,7 +74,19 @@ class ChunkConfig:
             random_track_mix=bool(train.get("random_track_mix", True)),
             gain=(float(gain[0]), float(gain[1])),
             channel_swap=bool(train.get("channel_swap", True)),
+            target_tracks=_target_tracks(train.get("target_tracks", "known")),
         )
+
+
+TARGET_TRACKS = ("known", "present")
+
+
+def _target_tracks(value) -> str:
+    value = str(value)
+    if value not in TARGET_TRACKS:
+        raise SystemExit(f"params.yaml train.target_tracks: {value!r}, expected one of "
+                         f"{', '.join(TARGET_TRACKS)}")
+    return value
 
 
 @dataclass
@@ -88,6 +103,7 @@ class SplitIndex:
     track_ids: list[str]
     info: dict[str, _TrackInfo]
     eligible: dict[str, list[str]] = field(default_factory=dict)  # target -> tracks where known
+    present: dict[str, list[str]] = field(default_factory=dict)   # target -> tracks where it plays
 
     @classmethod
     def build(cls, corpus, split: str, targets) -> "SplitIndex":
@@ -105,7 +121,19 @@ class SplitIndex:
             unknown = frozenset(t for t in targets if not corpus.target_known(tid, t))
             info[tid] = _TrackInfo(int(row["num_samples"]), rest, unknown)
         eligible = {t: [tid for tid in ids if t not in info[tid].unknown_targets] for t in targets}
-        return cls(ids, info, eligible)
+        present = {t: [tid for tid in eligible[t]
+                       if np.nanmax(corpus.read_activity(tid, [t])[0], initial=0.0) > 0]
+                   for t in targets}
+        return cls(ids, info, eligible, present)
+
+    def pool(self, target: str, draw: str) -> list[str]:
+        """The tracks a target slot is drawn from: ``known`` = every track whose audio of the
+        target is known (Open-Unmix's draw: a track without the target gives a silent slot);
+        ``present`` = those where its activity labels say it plays somewhere. Falls back to the
+        wider pool when the narrower one is empty."""
+        if draw == "present" and self.present.get(target):
+            return self.present[target]
+        return self.eligible[target] or self.track_ids
 
 
 def _draw_start_frame(rng: np.random.Generator, num_samples: int, chunk: int, hop: int) -> int:
@@ -225,7 +253,7 @@ class TrainChunks(_CorpusDataset):
         slots: list[tuple[str, int]] = []
         if cfg.random_track_mix:
             for target in cfg.targets:
-                pool = self.index.eligible[target] or ids
+                pool = self.index.pool(target, cfg.target_tracks)
                 tid = pool[rng.integers(len(pool))]
                 slots.append((tid, _draw_start_frame(rng, info[tid].num_samples, cfg.chunk_samples, cfg.hop)))
             tid = ids[rng.integers(len(ids))]
