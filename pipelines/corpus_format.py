@@ -338,6 +338,27 @@ class Corpus:
                                       np.maximum(np.nan_to_num(out[k], nan=0.0), a))
         return out
 
+    @cached_property
+    def playing(self) -> dict[str, frozenset[str]]:
+        """track_id -> the instruments with at least one active frame: one scan of the activity
+        shards of this version (no per-track reads)."""
+        import polars as pl
+
+        parts = sorted(str(p) for p in self.tables.activity_dir.glob("part-*.parquet"))
+        if not parts:
+            return {}
+        rows = (pl.scan_parquet(parts).filter(pl.col("active")).select("track_id", "instrument")
+                .unique().collect())
+        out: dict[str, set[str]] = {}
+        for tid, inst in rows.iter_rows():
+            out.setdefault(tid, set()).add(inst)
+        return {tid: frozenset(v) for tid, v in out.items()}
+
+    def target_plays(self, track_id: str, target: str) -> bool:
+        """Whether any instrument under ``target`` is active somewhere in the track."""
+        playing = self.playing.get(track_id, frozenset())
+        return any(i in playing for i in self.taxonomy.descendants(target))
+
     def activity_frame(self, track_id: str):
         """The track's activity rows as a polars DataFrame."""
         import polars as pl

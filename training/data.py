@@ -106,7 +106,7 @@ class SplitIndex:
     present: dict[str, list[str]] = field(default_factory=dict)   # target -> tracks where it plays
 
     @classmethod
-    def build(cls, corpus, split: str, targets) -> "SplitIndex":
+    def build(cls, corpus, split: str, targets, draw: str = "known") -> "SplitIndex":
         ids = corpus.track_ids(split=split)
         if not ids:
             raise SystemExit(f"{corpus.root}: no tracks in split {split!r}")
@@ -121,9 +121,8 @@ class SplitIndex:
             unknown = frozenset(t for t in targets if not corpus.target_known(tid, t))
             info[tid] = _TrackInfo(int(row["num_samples"]), rest, unknown)
         eligible = {t: [tid for tid in ids if t not in info[tid].unknown_targets] for t in targets}
-        present = {t: [tid for tid in eligible[t]
-                       if np.nanmax(corpus.read_activity(tid, [t])[0], initial=0.0) > 0]
-                   for t in targets}
+        present = ({t: [tid for tid in eligible[t] if corpus.target_plays(tid, t)] for t in targets}
+                   if draw == "present" else {})
         return cls(ids, info, eligible, present)
 
     def pool(self, target: str, draw: str) -> list[str]:
@@ -168,7 +167,8 @@ class _CorpusDataset(Dataset):
     @property
     def index(self) -> SplitIndex:
         if self._index is None:
-            self._index = SplitIndex.build(self.corpus, self.split, self.cfg.targets)
+            self._index = SplitIndex.build(self.corpus, self.split, self.cfg.targets,
+                                           self.cfg.target_tracks)
         return self._index
 
     # one slot --------------------------------------------------------------------------------
