@@ -1,13 +1,17 @@
 """Activity thresholds tuned on a held-out split (``evaluate.threshold_split``).
 
 The paper applies one threshold (0.5) to every instrument's activity probability. A multi-target
-detector trained on few examples of a sparse instrument is not calibrated alike for every
-target: on the demo its acoustic-guitar and piano probabilities rarely reach 0.5 where they play
-(recall 0.35 / 0.47), so hard weighting mutes frames the instrument sounds in. Tuning one
-threshold per target on the validation split (never the test split) is the usual remedy in
-instrument activity detection: for each target, the threshold of ``GRID`` whose *applied*
-decision (threshold, then the same median filter as separation) has the best F1 over the split's
-labelled frames, pooled over its tracks; ties go to the threshold nearest 0.5.
+detector is not calibrated alike for every target (a sparse instrument's probability may rarely
+reach 0.5 where it plays). Tuning one threshold per target on the validation split (never the
+split being scored) is the usual remedy in instrument activity detection: for each target, the
+threshold of ``GRID`` whose *applied* decision (threshold, then the same median filter as
+separation) has the best F1 over the split's labelled frames, pooled over its tracks; ties go to
+the threshold nearest 0.5.
+
+The best detector is not the best gate for separation: a missed frame mutes the target, a false
+alarm only lets leakage through, so F1 (which weighs both alike) can pick a threshold that costs
+SDR. On the demo it did (README, "Demo results"), so the demo keeps 0.5; this is a tool, off by
+default (``evaluate.threshold_split: null``).
 """
 from __future__ import annotations
 

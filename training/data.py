@@ -13,8 +13,8 @@ A training example is a mixture built from ``K + 1`` slots: one per target (the 
 target in a randomly drawn track; Open-Unmix's random track mixing) and a ``rest`` slot (every
 other instrument of another random track). ``train.target_tracks: present`` draws a target's slot
 only from the tracks where that target plays: in MedleyDB-style corpora most tracks have no piano
-or acoustic guitar, so Open-Unmix's draw (``known``: any track) makes their slots mostly silence. Activity labels follow their stems. Frame ``j`` of a
-chunk that starts at sample ``o = m * hop`` is centred on track sample ``o + j * hop``: exactly
+or acoustic guitar, so Open-Unmix's draw (``known``: any track) makes their slots mostly silence.
+Activity labels follow their stems. Frame ``j`` of a chunk that starts at sample ``o = m * hop`` is centred on track sample ``o + j * hop``: exactly
 the track's label frame ``m + j`` (``torch.stft(center=True)`` convention; see
 ``corpus_format.num_frames``), which is why chunk offsets are multiples of the hop.
 
@@ -125,14 +125,12 @@ class SplitIndex:
                    if draw == "present" else {})
         return cls(ids, info, eligible, present)
 
-    def pool(self, target: str, draw: str) -> list[str]:
-        """The tracks a target slot is drawn from: ``known`` = every track whose audio of the
-        target is known (Open-Unmix's draw: a track without the target gives a silent slot);
-        ``present`` = those where its activity labels say it plays somewhere. Falls back to the
-        wider pool when the narrower one is empty."""
-        if draw == "present" and self.present.get(target):
-            return self.present[target]
-        return self.eligible[target] or self.track_ids
+    def pool(self, target: str) -> list[str]:
+        """The tracks a target slot is drawn from: built with ``draw="present"``, those where
+        its activity labels say it plays somewhere; else (``known``) every track whose audio of
+        the target is known (Open-Unmix's draw: a track without the target gives a silent
+        slot). An empty pool falls back to the wider one."""
+        return self.present.get(target) or self.eligible[target] or self.track_ids
 
 
 def _draw_start_frame(rng: np.random.Generator, num_samples: int, chunk: int, hop: int) -> int:
@@ -253,7 +251,7 @@ class TrainChunks(_CorpusDataset):
         slots: list[tuple[str, int]] = []
         if cfg.random_track_mix:
             for target in cfg.targets:
-                pool = self.index.pool(target, cfg.target_tracks)
+                pool = self.index.pool(target)
                 tid = pool[rng.integers(len(pool))]
                 slots.append((tid, _draw_start_frame(rng, info[tid].num_samples, cfg.chunk_samples, cfg.hop)))
             tid = ids[rng.integers(len(ids))]
