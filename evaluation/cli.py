@@ -43,7 +43,11 @@ def add_parser(sub) -> None:
     _separation_options(p)
     p.add_argument("--threshold-split", default=None, metavar="SPLIT",
                    help="tune each IASS run's per-target activity thresholds on this held-out split "
-                        "(best F1 of the applied decision; default: evaluate.threshold_split)")
+                        "(default: evaluate.threshold_split)")
+    p.add_argument("--threshold-metric", choices=["sdr", "f1"], default=None,
+                   help="how thresholds are tuned: sdr = the gate that separates best (0 = no "
+                        "weighting for that target), f1 = the best detector (default: "
+                        "evaluate.threshold_metric)")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel track workers (default: evaluate.workers)")
     p.add_argument("--targets", nargs="+", default=None, help="targets to score (default: the runs')")
@@ -103,6 +107,7 @@ def run_evaluate(args) -> int:
         config = config_from_params(
             params, **_sep_overrides(args), split=args.split, workers=args.workers,
             device=args.device, checkpoint=args.checkpoint, threshold_split=args.threshold_split,
+            threshold_metric=args.threshold_metric,
             targets=tuple(args.targets) if args.targets else None, limit=args.limit)
     except ValueError as exc:
         print(f"iass evaluate: {exc}", file=sys.stderr)

@@ -73,6 +73,7 @@ class EvaluateConfig:
     device: str = "cpu"
     checkpoint: str = "best"
     threshold_split: str | None = None  # tune each IASS run's per-target thresholds on this split
+    threshold_metric: str = "sdr"       # sdr (the gate that separates best) | f1 (the best detector)
     targets: tuple[str, ...] | None = None
     limit: int | None = None  # evaluate the first N tracks only (smoke runs)
 
@@ -322,10 +323,13 @@ def calibrate_runs(corpus, runs: list[RunSpec], config: EvaluateConfig, progress
     for spec in runs:
         if spec.has_activity:
             sep = _load(spec.source, config.device, config.checkpoint)
-            tuned = tune_thresholds(corpus, sep, config.threshold_split, config.separation, progress)
+            tuned = tune_thresholds(corpus, sep, config.threshold_split, config.separation, progress,
+                                    config.threshold_metric, config.win_seconds)
             spec = replace(spec, thresholds=tuple(tuned[t]["threshold"] for t in spec.targets))
             if progress:
-                print("  " + ", ".join(f"{t} {v['threshold']:.2f} (F1 {v['f1']:.2f})"
+                what = ("F1 {f1:.2f}" if config.threshold_metric == "f1"
+                        else "{gain_db:+.2f} dB over no weighting")
+                print("  " + ", ".join(f"{t} {v['threshold']:.2f} (" + what.format(**v) + ")"
                                        for t, v in tuned.items()), file=sys.stderr, flush=True)
         out.append(spec)
     return out
@@ -341,6 +345,7 @@ def config_from_params(params: dict, **overrides) -> EvaluateConfig:
         split=ev.get("split", "test"), separation=sep,
         win_seconds=float(ev.get("win_seconds", 1.0)), workers=int(ev.get("workers", 2)),
         threshold_split=ev.get("threshold_split") or None,
+        threshold_metric=str(ev.get("threshold_metric", "sdr")),
     )
     rest = {k: v for k, v in overrides.items() if k not in sep_keys and v is not None}
     return replace(cfg, **rest)

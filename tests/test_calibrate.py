@@ -9,7 +9,8 @@ import pytest
 from scipy.signal import medfilt
 
 from eval_corpus_fixture import BandSeparator, write_eval_corpus
-from iass.evaluation.calibrate import GRID, best_threshold, tune_thresholds
+from iass.evaluation.calibrate import (GRID, OPEN, best_gate, best_threshold, gate_energies,
+                                      gate_score, tune_thresholds)
 from iass.evaluation.evaluate import EvaluateConfig, evaluate
 from iass.evaluation.separate import SeparationConfig
 from iass.pipelines.corpus_format import Corpus
@@ -66,12 +67,13 @@ def test_evaluate_tunes_on_the_valid_split_and_applies_the_thresholds(tmp_path):
     root = tmp_path / "corpus"
     write_eval_corpus(root)
     sep = ShyBandSeparator()
-    tuned = tune_thresholds(Corpus(root), sep, "valid", SeparationConfig(weighting="hard"), progress=False)
+    tuned = tune_thresholds(Corpus(root), sep, "valid", SeparationConfig(weighting="hard"),
+                            progress=False, metric="f1")
     assert set(tuned) == set(sep.targets) and all(v["tracks"] == 1 for v in tuned.values())
     assert any(v["threshold"] < 0.5 for v in tuned.values())
 
     config = EvaluateConfig(separation=SeparationConfig(weighting="hard"), workers=1,
-                            threshold_split="valid")
+                            threshold_split="valid", threshold_metric="f1")
     metrics = evaluate(root, [sep], tmp_path / "tuned", config, progress=False)
     assert metrics["thresholds"] == {"band": {t: v["threshold"] for t, v in tuned.items()}}
     assert "tuned on the `valid` split" in (tmp_path / "tuned" / "summary.md").read_text()
@@ -86,3 +88,98 @@ def test_evaluate_tunes_on_the_valid_split_and_applies_the_thresholds(tmp_path):
     assert plain["thresholds"] == {}
     with pytest.raises(SystemExit, match="split being scored"):
         evaluate(root, [sep], tmp_path / "bad", EvaluateConfig(threshold_split="test"), progress=False)
+
+
+# ------------------------------------------------------------ the gate that separates best (sdr)
+def test_gate_energies_are_the_stft_errors_of_the_open_and_closed_gate(tmp_path):
+    """Chunked (0.5 s chunks) == the whole track's torch.stft, mask and reference at once."""
+    import torch
+
+    root = tmp_path / "corpus"
+    write_eval_corpus(root)
+    corpus, sep = Corpus(root), BandSeparator()
+    (tid,) = corpus.track_ids(split="valid")
+    got = gate_energies(corpus, sep, tid, SeparationConfig(chunk_seconds=0.5))
+    mix = torch.from_numpy(corpus.read_mixture(tid).T.copy())
+    window = torch.hann_window(sep.n_fft)
+    X = torch.stft(mix, sep.n_fft, sep.hop, window=window, return_complex=True)
+    mask, logits = sep.masks(X.abs())
+    assert set(got) == set(sep.targets)
+    for k, t in enumerate(sep.targets):
+        ref = torch.from_numpy(corpus.read_target(tid, t).T.copy())
+        S = torch.stft(ref, sep.n_fft, sep.hop, window=window, return_complex=True)
+        prob, open_e, closed_e = got[t]
+        np.testing.assert_allclose(prob, torch.sigmoid(logits[k]).numpy(), rtol=1e-5, atol=1e-6)
+        scale = float((S.abs() ** 2).sum(0).max()) + 1e-12
+        np.testing.assert_allclose(closed_e, (S.abs() ** 2).sum((0, 1)).numpy(), atol=1e-5 * scale)
+        np.testing.assert_allclose(open_e, ((S - mask[k] * X).abs() ** 2).sum((0, 1)).numpy(),
+                                   atol=1e-5 * scale)
+
+
+def _gated_sdr(S, est, prob, th, size, w):
+    """Mean windowed SDR of the gated estimate, written out on the spectrograms themselves."""
+    d = np.ones(len(prob), bool) if th == 0 else medfilt((prob >= th).astype(float), size) > 0.5
+    gated = est * d[None, :]
+    out = []
+    for s in range(0, S.shape[1], w):
+        ref = np.sum(np.abs(S[:, s: s + w]) ** 2)
+        if ref > 0:
+            out.append(10 * np.log10(ref / np.sum(np.abs(S[:, s: s + w] - gated[:, s: s + w]) ** 2)))
+    return np.mean(out)
+
+
+def _spectra(rng, n=400, bins=16):
+    truth = (np.sin(np.arange(n) / 9.0) > 0.3)
+    S = (rng.normal(size=(bins, n)) + 1j * rng.normal(size=(bins, n))) * truth
+    leak = 0.3 * (rng.normal(size=(bins, n)) + 1j * rng.normal(size=(bins, n)))
+    est = S * rng.uniform(0.7, 1.1, size=(bins, n)) + leak          # leakage everywhere
+    return truth, S, est
+
+
+def _energies(S, est):
+    return np.sum(np.abs(S - est) ** 2, 0), np.sum(np.abs(S) ** 2, 0)
+
+
+def test_gate_score_is_the_windowed_sdr_of_the_gated_estimate():
+    rng = np.random.default_rng(1)
+    truth, S, est = _spectra(rng)
+    prob = np.clip(0.6 * truth + rng.uniform(0, 0.5, len(truth)), 0, 1)
+    open_e, closed_e = _energies(S, est)
+    for th in (OPEN, 0.3, 0.55, 0.8):
+        assert gate_score([(prob, open_e, closed_e)], th, 7, 25) == pytest.approx(
+            _gated_sdr(S, est, prob, th, 7, 25), rel=1e-9)
+
+
+def test_the_gate_closes_silences_when_the_detector_is_good_and_stays_open_when_it_is_not():
+    rng = np.random.default_rng(2)
+    truth, S, est = _spectra(rng)
+    open_e, closed_e = _energies(S, est)
+    good = np.clip(0.7 * truth + rng.uniform(0, 0.25, len(truth)), 0, 1)
+    th, score, gain = best_gate([(good, open_e, closed_e)], 5, 25)
+    assert 0.25 < th <= 0.7 and gain > 1.0            # silences muted: the leakage there is gone
+    assert score == pytest.approx(_gated_sdr(S, est, good, th, 5, 25))
+    assert score == pytest.approx(max(_gated_sdr(S, est, good, g, 5, 25) for g in (0,) + GRID))
+    # a detector that misses where the target plays: every gate costs more than it saves
+    deaf = np.where(truth, 0.02, 0.9) + rng.uniform(0, 0.05, len(truth))
+    assert best_gate([(deaf, open_e, closed_e)], 5, 25) == (OPEN, pytest.approx(
+        _gated_sdr(S, est, deaf, 0, 5, 25)), 0.0)
+    # never sounds: nothing to tune on, not weighted
+    th, score, gain = best_gate([(good, open_e, np.zeros_like(closed_e))], 5, 25)
+    assert th == OPEN and np.isnan(score) and gain == 0.0
+
+
+def test_evaluate_tunes_gates_by_sdr_on_the_valid_split(tmp_path):
+    root = tmp_path / "corpus"
+    write_eval_corpus(root)
+    sep = ShyBandSeparator()
+    tuned = tune_thresholds(Corpus(root), sep, "valid", SeparationConfig(weighting="hard"),
+                            progress=False)
+    assert {v["metric"] for v in tuned.values()} == {"sdr"}
+    assert all(v["gain_db"] >= 0 for v in tuned.values())
+    config = EvaluateConfig(separation=SeparationConfig(weighting="hard"), workers=1,
+                            threshold_split="valid")
+    metrics = evaluate(root, [sep], tmp_path / "sdr", config, progress=False)
+    assert metrics["thresholds"] == {"band": {t: v["threshold"] for t, v in tuned.items()}}
+    assert "the gate that separates best" in (tmp_path / "sdr" / "summary.md").read_text()
+    with pytest.raises(SystemExit, match="threshold metric"):
+        tune_thresholds(Corpus(root), sep, "valid", SeparationConfig(), progress=False, metric="auc")
