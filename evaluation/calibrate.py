@@ -167,7 +167,8 @@ def best_gate(tracks: list[tuple], median_frames: int, window_frames: int, grid=
 def tune_thresholds(corpus, separator, split: str, config, progress: bool = True,
                     metric: str = "sdr", win_seconds: float = 1.0) -> dict[str, dict]:
     """{target: {"threshold": t, "score": s, "metric": metric, "tracks": n, ...}} for a separator
-    on ``split``; ``sdr`` adds ``gain_db`` (over no weighting), ``f1`` is the score for ``f1``."""
+    on ``split``; the score is the F1 or the SDR (dB) of the chosen gate, and ``sdr`` adds
+    ``gain_db`` (over no weighting)."""
     if metric not in METRICS:
         raise SystemExit(f"threshold metric must be one of {', '.join(METRICS)}, not {metric!r}")
     track_ids = corpus.track_ids(split=split)
@@ -181,7 +182,7 @@ def tune_thresholds(corpus, separator, split: str, config, progress: bool = True
         per_target = split_activity(corpus, separator, track_ids, config)
         for t in separator.targets:
             th, f1 = best_threshold(per_target[t], config.median_frames)
-            out[t] = {"threshold": th, "score": f1, "f1": f1, "metric": "f1",
+            out[t] = {"threshold": th, "score": f1, "metric": "f1",
                       "tracks": len(per_target[t])}
         return out
     per_target: dict[str, list[tuple]] = {t: [] for t in separator.targets}

@@ -327,7 +327,7 @@ def calibrate_runs(corpus, runs: list[RunSpec], config: EvaluateConfig, progress
                                     config.threshold_metric, config.win_seconds)
             spec = replace(spec, thresholds=tuple(tuned[t]["threshold"] for t in spec.targets))
             if progress:
-                what = ("F1 {f1:.2f}" if config.threshold_metric == "f1"
+                what = ("F1 {score:.2f}" if config.threshold_metric == "f1"
                         else "{gain_db:+.2f} dB over no weighting")
                 print("  " + ", ".join(f"{t} {v['threshold']:.2f} (" + what.format(**v) + ")"
                                        for t, v in tuned.items()), file=sys.stderr, flush=True)
