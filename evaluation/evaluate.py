@@ -34,6 +34,9 @@ from iass.evaluation.separate import SeparationConfig
 
 BSS_METRICS = ("SDR", "SIR", "SAR", "ISR")
 ACTIVITY_METRICS = ("precision", "recall", "f1", "auc")
+# SDR split by what the labels say of each scored window: the target partly silent in it (where
+# a gate that closes on silence can change the estimate) or active throughout; with the counts
+WINDOW_CLASS_METRICS = ("SDR_partial", "windows_partial", "SDR_active", "windows_active")
 IBM = "IBM"
 INPUT = "input-SDR"
 
@@ -151,7 +154,8 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
                 targets: list[str], config: EvaluateConfig) -> dict:
     """Everything for one track: BSS rows, activity rows, and the per-frame activity of every
     IASS run (for scores pooled over the corpus). Runs in a worker process."""
-    from iass.evaluation.metrics import SILENCE_METRICS, activity_scores, score_target, silence_scores
+    from iass.evaluation.metrics import (SILENCE_METRICS, activity_scores, score_target,
+                                         silence_scores, window_activity, window_bounds)
     from iass.evaluation.references import ideal_binary_mask
     from iass.evaluation.separate import separate_variants
     from iass.pipelines.corpus_format import Corpus
@@ -204,13 +208,25 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
         labels = [m.label for m in methods if t in estimates.get(m.label, {})]
         stacked = np.stack([estimates[lab][t] for lab in labels])
         scores = silence_scores(references[t], stacked, win, win)
+        extra: tuple[str, ...] = ()
         if t in scored:
             # every method's estimate of this target in one call: the filters' system is solved once
-            scores.update(score_target(references[t], mixture - references[t], stacked,
-                                       win, win).medians())
+            bss = score_target(references[t], mixture - references[t], stacked, win, win)
+            scores.update(bss.medians())
+            truth = corpus.read_activity(track_id, [t])[0]
+            if not np.isnan(truth).all():
+                share = window_activity(truth, corpus.hop, window_bounds(
+                    min(len(references[t]), stacked.shape[1]), win, win))
+                if len(share) != bss.sdr.shape[1]:
+                    raise AssertionError(f"{track_id} {t}: {len(share)} label windows != "
+                                         f"{bss.sdr.shape[1]} BSS windows")
+                with np.errstate(invalid="ignore"):
+                    for name, select in (("partial", (share > 0) & (share < 1)), ("active", share == 1)):
+                        scores[f"SDR_{name}"], scores[f"windows_{name}"] = bss.median_where(select)
+                extra = WINDOW_CLASS_METRICS
         for e, lab in enumerate(labels):
             run = next(m.run for m in methods if m.label == lab)
-            for metric in (BSS_METRICS if t in scored else ()) + SILENCE_METRICS:
+            for metric in (BSS_METRICS if t in scored else ()) + extra + SILENCE_METRICS:
                 rows.append({**base, "target": t, "method": lab, "run": run,
                              "metric": metric, "value": float(scores[metric][e])})
 

@@ -60,6 +60,14 @@ class BSSScores:
                                       for v, k in zip(values, keep)])
         return out
 
+    def median_where(self, select: np.ndarray, metric: str = "SDR") -> tuple[np.ndarray, np.ndarray]:
+        """Median of ``metric`` over the selected windows only (NaN skipped), per estimate, and
+        how many windows it took. ``select``: (n_windows,) bool."""
+        values = self.as_dict()[metric][:, np.asarray(select, dtype=bool)]
+        keep = ~np.isnan(values)
+        med = np.array([np.median(v[k]) if k.any() else np.nan for v, k in zip(values, keep)])
+        return med, keep.sum(axis=1)
+
 
 # ------------------------------------------------------------------------------ windows
 def window_bounds(n_samples: int, win: int, hop: int) -> list[tuple[int, int]]:
@@ -78,6 +86,24 @@ def silent_windows(signals: np.ndarray, bounds: list[tuple[int, int]]) -> np.nda
     for w, (a, b) in enumerate(bounds):
         chan_sum = signals[:, a:b].sum(axis=2)
         out[:, w] = ~np.any(chan_sum != 0, axis=1)
+    return out
+
+
+def window_activity(truth: np.ndarray, hop: int, bounds: list[tuple[int, int]]) -> np.ndarray:
+    """(n_windows,) share of a window's labelled frames that are active; a frame belongs to the
+    window holding its centre (frame k is centred on sample k * hop, as the corpus labels are);
+    NaN where a window holds no labelled frame. 0 < share < 1: the target is partly silent there,
+    the only scored windows where a gate that closes on silence changes the estimate."""
+    from iass.pipelines.corpus_format import frame_centers
+
+    truth = np.asarray(truth, dtype=np.float64)
+    centers = frame_centers(len(truth), hop)
+    out = np.full(len(bounds), np.nan)
+    for w, (a, b) in enumerate(bounds):
+        t = truth[(centers >= a) & (centers < b)]
+        t = t[~np.isnan(t)]
+        if t.size:
+            out[w] = float(np.mean(t > 0.5))
     return out
 
 

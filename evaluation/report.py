@@ -4,10 +4,11 @@
   (BSS metrics: the track's median over its 1 s windows; activity metrics: the track's frames).
 - ``activity.parquet``: activity scores pooled over all frames of the split, per run x target.
 - ``summary.md``: median over tracks of SDR / SIR / SAR and of the silence scores PES / EPS per
-  target and method, and the pooled activity precision / recall / F1 / ROC-AUC per target; the
-  tables a reader compares first.
+  target and method, the SDR of the windows where the target is partly silent vs active
+  throughout (where a gate can act), and the pooled activity precision / recall / F1 / ROC-AUC
+  per target; the tables a reader compares first.
 - ``sdr_boxplot.png``: SDR per target and method (the paper's figures 3 and 4, as box plots).
-- ``metrics.json``: median SDR / SIR / SAR / PES / EPS per target and method plus activity
+- ``metrics.json``: median SDR / SIR / SAR / PES / EPS (and SDR_partial / SDR_active) per target and method plus activity
   F1 / AUC, for ``dvc metrics``; keys are slugs (``iass_weighted``, ``open_unmix``, ``ibm``, ``input_sdr``).
 """
 from __future__ import annotations
@@ -154,6 +155,7 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
             vals = " | ".join(_fmt(tables[metric][target][lab]) for lab in labels)
             lines.append(f"| {name} | {_count_tracks(df, target, metric)} | {vals} |")
         lines.append("")
+    lines += window_class_section(df, methods, targets)
     lines += ["## Activity detection (frames pooled over the tracks; unknown frames skipped)", ""]
     if activity:
         lines += ["| target | run | precision | recall | F1 | ROC-AUC | frames (active) |",
@@ -175,6 +177,11 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
                for metric in TABLE_METRICS}
     from iass.evaluation.evaluate import slug
 
+    for metric in ("SDR_partial", "SDR_active"):
+        if not df.filter(pl.col("metric") == metric).is_empty():
+            table = median_table(df, metric, methods, targets)
+            metrics[metric.lower()] = {t: {key_of[lab]: _none_if_nan(v) for lab, v in table[t].items()}
+                                       for t in table}
     metrics["activity"] = {}
     for a in activity:
         metrics["activity"].setdefault(a["target"], {})[slug(a["run"])] = {
@@ -185,6 +192,43 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
     metrics["tracks"] = len(results)
     atomic_write_json(out_dir / METRICS, metrics)
     return metrics
+
+
+WINDOW_CLASS_TITLE = (
+    "SDR split by what the activity labels say of each scored 1 s window: `partly silent` (some "
+    "of its frames active, some not) and `active` (every frame active). A gate that closes on "
+    "silence changes the estimate only in partly silent windows (windows where the target is "
+    "silent throughout are not scored by BSS Eval: PES scores them), and in active windows it "
+    "can only mute what plays. `share` = partly silent windows / scored windows (first method's "
+    "count). Each cell: median over tracks of the track's median over those windows, "
+    "partly silent / active; tracks without such a window are skipped.")
+
+
+def window_class_section(df, methods: list, targets: list[str]) -> list[str]:
+    """The summary.md table of SDR by window class (empty when no labels were scored)."""
+    import polars as pl
+
+    if df.filter(pl.col("metric") == "SDR_partial").is_empty():
+        return []
+    partial = median_table(df, "SDR_partial", methods, targets)
+    active = median_table(df, "SDR_active", methods, targets)
+    first = methods[0].label
+    labels = [m.label for m in methods]
+    lines = ["## SDR where the gate can act (dB, partly silent / active windows)", "",
+             WINDOW_CLASS_TITLE, "",
+             "| target | share | " + " | ".join(labels) + " |",
+             "|---|---:|" + "---:|" * len(labels)]
+    for target in list(targets) + ["all"]:
+        sub = df.filter(pl.col("method") == first)
+        if target != "all":
+            sub = sub.filter(pl.col("target") == target)
+        n_part = float(sub.filter(pl.col("metric") == "windows_partial")["value"].sum())
+        n_act = float(sub.filter(pl.col("metric") == "windows_active")["value"].sum())
+        share = n_part / (n_part + n_act) if n_part + n_act else float("nan")
+        name = "**all**" if target == "all" else target
+        cells = " | ".join(f"{_fmt(partial[target][lab])} / {_fmt(active[target][lab])}" for lab in labels)
+        lines.append(f"| {name} | {_fmt(share)} | {cells} |")
+    return lines + [""]
 
 
 def _run_label(spec) -> str:

@@ -168,6 +168,43 @@ def test_one_score_against_museval(corpus_dir, report):
     assert value["SAR"] == pytest.approx(np.nanmedian(sar[0]), abs=0.1)
 
 
+def test_sdr_by_window_class_against_museval(corpus_dir, report):
+    """SDR_partial / SDR_active of one (track, target, IBM) row recomputed independently: museval's
+    per-window SDR, the windows classed by the fixture's own region labels."""
+    from iass.evaluation.museval_ref import import_museval
+    from iass.evaluation.references import ideal_binary_mask
+
+    museval = import_museval()
+    root, truth = corpus_dir
+    out, metrics = report
+    corpus = Corpus(root)
+    tid = next(t for t in corpus.track_ids("test") if corpus.track(t)["native_id"] == "test-a")
+    mixture = corpus.read_mixture(tid)
+    ref = corpus.read_target(tid, "electric_guitar")
+    est = ideal_binary_mask(lambda s, c: mixture[s: s + c], [lambda s, c: ref[s: s + c]], len(mixture))[0]
+    sdr = museval.evaluate(np.stack([ref, mixture - ref]), np.stack([est, mixture - est]))[0][0]
+    labels = frame_labels(truth[tid].stems["electric_guitar"], len(mixture), 1024)
+    # guitar plays from 1.5 s to the end of the 3 s track: window 1 is partly silent, window 2 active
+    share = [labels[(np.arange(len(labels)) * 1024 >= w * 44100)
+                    & (np.arange(len(labels)) * 1024 < (w + 1) * 44100)].mean() for w in range(len(sdr))]
+    assert share[0] == 0 and 0 < share[1] < 1 and share[2] == 1
+    df = pl.read_parquet(out / "results.parquet").filter(
+        (pl.col("track_id") == tid) & (pl.col("target") == "electric_guitar") & (pl.col("method") == "IBM"))
+    value = dict(zip(df["metric"], df["value"]))
+    assert value["SDR_partial"] == pytest.approx(sdr[1], abs=0.1)
+    assert value["SDR_active"] == pytest.approx(sdr[2], abs=0.1)
+    assert value["windows_partial"] == 1 and value["windows_active"] == 1
+    # a target without labels in the corpus (MUSDB's guitars) has no such rows; the report's table
+    # and metrics.json carry the medians
+    musdb = pl.read_parquet(out / "results.parquet").filter(pl.col("source") == "musdb")
+    assert "SDR_partial" in set(musdb.filter(pl.col("target") == "vocals")["metric"])
+    assert set(musdb["target"]) == {"vocals", "drums", "bass"}
+    summary = (out / "summary.md").read_text()
+    assert "## SDR where the gate can act (dB, partly silent / active windows)" in summary
+    assert set(metrics["sdr_partial"]["electric_guitar"]) == {"iass_weighted", "iass_unweighted",
+                                                               "ibm", "input_sdr"}
+
+
 def test_activity_scores_against_exact_labels(corpus_dir, report):
     """Pooled F1 recomputed from the fixture's own region labels (not the corpus reader) and
     the one-shot separator's decisions."""

@@ -185,3 +185,30 @@ def test_silence_scores_follow_the_published_definition():
     # muted windows 1 (target silent: nothing lost, not counted) and 3 (target plays: ~33 dB)
     assert abs(got["EPS"][1] - 10 * np.log10(2 * 1000)) < 0.5
     assert np.isnan(got["EPS"][2])                 # silent only where the target is
+
+
+def test_window_activity_counts_frames_by_centre():
+    """Frame k (centred on sample k * hop) belongs to the window holding its centre."""
+    from iass.evaluation.metrics import window_activity
+
+    hop = 100
+    truth = np.zeros(31)
+    truth[5:15] = 1.0            # centres 500..1400
+    truth[25] = np.nan           # unknown frames are left out
+    bounds = window_bounds(3000, 1000, 1000)
+    share = window_activity(truth, hop, bounds)
+    # window 0: frames 0..9 (5 active); window 1: frames 10..19 (5 active); window 2: 20..29 minus 25
+    np.testing.assert_allclose(share, [0.5, 0.5, 0.0])
+    assert np.isnan(window_activity(np.full(31, np.nan), hop, bounds)).all()
+
+
+def test_median_where_selects_windows():
+    from iass.evaluation.metrics import BSSScores
+
+    sdr = np.array([[1.0, 5.0, np.nan, 3.0], [2.0, 2.0, 2.0, np.nan]])
+    scores = BSSScores(sdr, sdr, sdr, sdr, 10, 10)
+    med, count = scores.median_where(np.array([True, True, True, False]))
+    np.testing.assert_allclose(med, [3.0, 2.0])
+    np.testing.assert_array_equal(count, [2, 3])
+    med, count = scores.median_where(np.zeros(4, dtype=bool))
+    assert np.isnan(med).all() and (count == 0).all()
