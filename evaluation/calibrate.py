@@ -94,8 +94,7 @@ def gate_energies(corpus, separator, track_id: str, config) -> dict[str, tuple]:
     reference ``S`` and of the unweighted estimate ``M X`` and their cross term, from which the
     error of any gate follows. Chunked like separation (bounded memory); only targets whose audio
     the corpus knows."""
-    from iass.evaluation.separate import (_chunk_frames, _context, _masks, hann, num_frames,
-                                          sigmoid, stft_frames)
+    from iass.evaluation.separate import hann, num_frames, separate_stream, stft_frames
 
     if not separator.has_activity:
         raise ValueError(f"{separator.name}: the run has no activity head to calibrate")
@@ -103,19 +102,16 @@ def gate_energies(corpus, separator, track_id: str, config) -> dict[str, tuple]:
     n, n_fft, hop = len(mixture), int(separator.n_fft), int(separator.hop)
     known = [(k, t) for k, t in enumerate(separator.targets) if corpus.target_known(track_id, t)]
     refs = {t: corpus.read_target(track_id, t) for _, t in known}
-    T = num_frames(n, hop)
-    ctx, chunk, window = _context(separator, config), _chunk_frames(separator, config, T), hann(n_fft)
+    T, window = num_frames(n, hop), hann(n_fft)
     prob = np.zeros((len(separator.targets), T))
     ref_e, est_e, cross = np.zeros_like(prob), np.zeros_like(prob), np.zeros_like(prob)
-    for a in range(0, T, chunk):
-        b = min(a + chunk, T)
-        lo, hi = max(0, a - ctx), min(T, b + ctx)
-        spec = stft_frames(lambda s, c: mixture[s: s + c], n, n_fft, hop, lo, hi, window)
-        mask, logits = _masks(separator, spec.abs())
-        if logits is None:
+    for part in separate_stream(lambda s, c: mixture[s: s + c], n, separator,
+                                replace(config, weighting="none"), ("none",), spectra=True):
+        if part["probability"] is None:
             raise ValueError(f"{separator.name}: no activity logits to calibrate")
-        prob[:, a:b] = sigmoid(logits[:, a - lo: b - lo])
-        est = mask[..., a - lo: b - lo] * spec[..., a - lo: b - lo]          # (K, C, F, t)
+        a, b = part["frames"]
+        prob[:, a:b] = part["probability"]
+        est = part["spectrum"]                                                # (K, C, F, t)
         for k, t in known:
             ref = stft_frames(lambda s, c, r=refs[t]: r[s: s + c], n, n_fft, hop, a, b, window)
             ref_e[k, a:b] = (ref.abs() ** 2).sum((0, 1)).double().numpy()

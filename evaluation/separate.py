@@ -295,14 +295,16 @@ def _masks(separator, mag):
 
 def separate_stream(read: Callable[[int, int], np.ndarray], n_samples: int, separator,
                     config: SeparationConfig = SeparationConfig(),
-                    weightings: tuple[str, ...] | None = None) -> Iterator[dict]:
+                    weightings: tuple[str, ...] | None = None, spectra: bool = False) -> Iterator[dict]:
     """Separate a track chunk by chunk. ``read(start, count)`` returns (count, 2) float32 of the
     mixture. ``weightings`` (default: ``(config.weighting,)``) are produced from ONE pass of the
     model (evaluation scores IASS with and without weighting).
 
     Yields dicts in order: ``start`` (sample), ``audio`` {weighting: (K, m, 2) float32} for the
     samples [start, start + m), ``frames`` (a, b), ``probability`` / ``decision`` (K, b - a) or
-    None. Memory: one chunk of frames plus context, whatever ``n_samples``."""
+    None. ``spectra=True``: instead of audio, ``spectrum`` (K, C, F, b - a), the unweighted
+    estimate ``mask * mixture STFT`` of the frames (no synthesis; the gate tuner's input).
+    Memory: one chunk of frames plus context, whatever ``n_samples``."""
     import torch
 
     weightings = tuple(weightings or (config.weighting,))
@@ -329,6 +331,9 @@ def separate_stream(read: Callable[[int, int], np.ndarray], n_samples: int, sepa
         prob = decision = None
         if use_activity and logits is not None:
             prob, decision, _ = activity_weights(logits, config, lo, hi, a, b, T)
+        if spectra:
+            yield {"frames": (a, b), "spectrum": mask * mix, "probability": prob, "decision": decision}
+            continue
         audio = {}
         for w in weightings:
             weighted = mask
