@@ -201,6 +201,47 @@ def test_present_draw_takes_only_tracks_where_the_target_plays(corpus):
         ChunkConfig.from_params({"chunk_seconds": 1.0, "target_tracks": "playing"}, TARGETS, HOP, 44100)
 
 
+def test_active_offsets_draw_chunks_where_the_target_plays(corpus):
+    """train.target_offsets: active -> every target slot's chunk holds an active frame of its
+    target (by the fixture's exact labels, not the corpus reader), partly active chunks included;
+    the uniform default also draws silent ones. The rest slot and the tracks are drawn as before."""
+    root, truth = corpus
+    n_frames = cfg().num_frames
+    by_native = {tid: tr for tid, tr in truth.items()}
+    active = TrainChunks(root, cfg(target_tracks="present", target_offsets="active"))
+    uniform = TrainChunks(root, cfg(target_tracks="present"))
+    silent_uniform = partial = 0
+    for i in range(150):
+        slots_a, _ = active.plan(i)
+        slots_u, _ = uniform.plan(i)
+        assert [tid for tid, _ in slots_a] == [tid for tid, _ in slots_u]   # same tracks
+        assert slots_a[-1] == slots_u[-1]                                 # same rest slot
+        for k, t in enumerate(TARGETS):
+            tr = by_native[slots_a[k][0]]
+            regions = [r for inst, rs in tr.stems.items() if inst == INSTRUMENT[t] for r in rs]
+            labels = frame_labels(regions, tr.num_samples, HOP) > 0.5
+            chunk = labels[slots_a[k][1]: slots_a[k][1] + n_frames]
+            assert chunk.any(), (i, t, slots_a[k])
+            partial += int(not chunk.all())
+            silent_uniform += int(not labels[slots_u[k][1]: slots_u[k][1] + n_frames].any())
+    assert partial > 50 and silent_uniform > 20
+    i = next(i for i in range(50) if "musdb" not in active.plan(i)[0][-1][0])
+    _, _, known, activity = active[i]
+    assert bool(known.all()) and bool((activity > 0.5).any(dim=1).all())   # its labels agree
+    with pytest.raises(SystemExit, match="target_offsets"):
+        ChunkConfig.from_params({"chunk_seconds": 1.0, "target_offsets": "busy"}, TARGETS, HOP, 44100)
+
+
+def test_active_starts_by_hand():
+    from iass.training.data import active_starts
+
+    labels = np.zeros(20)
+    labels[12:14] = 1
+    # 10 chunk frames (hop 1, chunk 9 samples), 20 samples -> starts 0..11; chunk s covers s..s+9
+    np.testing.assert_array_equal(active_starts(labels, 20, 9, 1), np.arange(3, 12))
+    assert len(active_starts(np.zeros(20), 20, 9, 1)) == 0
+
+
 def test_without_track_mixing_an_unknown_target_is_masked(corpus):
     root, _ = corpus
     ds = TrainChunks(root, cfg(random_track_mix=False))

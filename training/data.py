@@ -14,7 +14,10 @@ target in a randomly drawn track; Open-Unmix's random track mixing) and a ``rest
 other instrument of another random track). ``train.target_tracks: present`` draws a target's slot
 only from the tracks where that target plays: in MedleyDB-style corpora most tracks have no piano
 or acoustic guitar, so Open-Unmix's draw (``known``: any track) makes their slots mostly silence.
-Activity labels follow their stems. Frame ``j`` of a chunk that starts at sample ``o = m * hop`` is centred on track sample ``o + j * hop``: exactly
+``train.target_offsets: active`` then draws the slot's offset uniformly among the chunk positions
+where the target plays in at least one frame (a piano playing 20 % of a song otherwise gives
+mostly silent chunks even from its own tracks; partly active chunks, its entries and exits,
+stay in). The ``rest`` slot's offset is always uniform. Activity labels follow their stems. Frame ``j`` of a chunk that starts at sample ``o = m * hop`` is centred on track sample ``o + j * hop``: exactly
 the track's label frame ``m + j`` (``torch.stft(center=True)`` convention; see
 ``corpus_format.num_frames``), which is why chunk offsets are multiples of the hop.
 
@@ -57,6 +60,7 @@ class ChunkConfig:
     gain: tuple[float, float] = (0.25, 1.25)
     channel_swap: bool = True
     target_tracks: str = "known"     # known | present: the pool each target slot is drawn from
+    target_offsets: str = "uniform"  # uniform | active: where in that track a target slot starts
 
     @property
     def num_frames(self) -> int:
@@ -74,18 +78,20 @@ class ChunkConfig:
             random_track_mix=bool(train.get("random_track_mix", True)),
             gain=(float(gain[0]), float(gain[1])),
             channel_swap=bool(train.get("channel_swap", True)),
-            target_tracks=_target_tracks(train.get("target_tracks", "known")),
+            target_tracks=_choice("target_tracks", train.get("target_tracks", "known"), TARGET_TRACKS),
+            target_offsets=_choice("target_offsets", train.get("target_offsets", "uniform"),
+                                   TARGET_OFFSETS),
         )
 
 
 TARGET_TRACKS = ("known", "present")
+TARGET_OFFSETS = ("uniform", "active")
 
 
-def _target_tracks(value) -> str:
+def _choice(key: str, value, allowed: tuple[str, ...]) -> str:
     value = str(value)
-    if value not in TARGET_TRACKS:
-        raise SystemExit(f"params.yaml train.target_tracks: {value!r}, expected one of "
-                         f"{', '.join(TARGET_TRACKS)}")
+    if value not in allowed:
+        raise SystemExit(f"params.yaml train.{key}: {value!r}, expected one of {', '.join(allowed)}")
     return value
 
 
@@ -139,6 +145,20 @@ def _draw_start_frame(rng: np.random.Generator, num_samples: int, chunk: int, ho
     return int(rng.integers(0, last + 1))
 
 
+def active_starts(labels: np.ndarray, num_samples: int, chunk: int, hop: int) -> np.ndarray:
+    """The chunk starts (frames, as :func:`_draw_start_frame` draws them) whose chunk holds at
+    least one active label frame; empty when the target never plays in reach of a chunk."""
+    last = max(num_samples - chunk, 0) // hop
+    n = chunk // hop + 1                                  # frames of a chunk
+    active = np.nan_to_num(np.asarray(labels, dtype=np.float64)) > 0.5
+    padded = np.zeros(last + n, dtype=np.int64)
+    m = min(len(active), len(padded))
+    padded[:m] = active[:m]
+    c = np.concatenate([[0], np.cumsum(padded)])
+    starts = np.arange(last + 1)
+    return starts[c[starts + n] - c[starts] > 0]
+
+
 class _CorpusDataset(Dataset):
     """Opens the corpus lazily in each process (workers get a pickled copy without it)."""
 
@@ -148,10 +168,12 @@ class _CorpusDataset(Dataset):
         self.cfg = cfg
         self._corpus = None
         self._index: SplitIndex | None = None
+        self._starts: dict[tuple[str, str], np.ndarray] = {}
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_corpus"] = None  # polars tables and caches stay out of worker pickles
+        state["_starts"] = {}
         return state
 
     @property
@@ -168,6 +190,22 @@ class _CorpusDataset(Dataset):
             self._index = SplitIndex.build(self.corpus, self.split, self.cfg.targets,
                                            self.cfg.target_tracks)
         return self._index
+
+    def _target_start(self, rng: np.random.Generator, track_id: str, target: str) -> int:
+        """A target slot's start frame: uniform, or (``target_offsets: active``) uniform over the
+        starts whose chunk holds an active frame of the target (uniform when there is none)."""
+        cfg = self.cfg
+        n = self.index.info[track_id].num_samples
+        if cfg.target_offsets != "active" or target in self.index.info[track_id].unknown_targets:
+            return _draw_start_frame(rng, n, cfg.chunk_samples, cfg.hop)
+        key = (track_id, target)
+        if key not in self._starts:
+            labels = self.corpus.read_activity(track_id, [target])[0]
+            self._starts[key] = active_starts(labels, n, cfg.chunk_samples, cfg.hop)
+        starts = self._starts[key]
+        if not len(starts):
+            return _draw_start_frame(rng, n, cfg.chunk_samples, cfg.hop)
+        return int(starts[rng.integers(len(starts))])
 
     # one slot --------------------------------------------------------------------------------
     def _target_slot(self, track_id: str, target: str, start_frame: int):
@@ -253,7 +291,7 @@ class TrainChunks(_CorpusDataset):
             for target in cfg.targets:
                 pool = self.index.pool(target)
                 tid = pool[rng.integers(len(pool))]
-                slots.append((tid, _draw_start_frame(rng, info[tid].num_samples, cfg.chunk_samples, cfg.hop)))
+                slots.append((tid, self._target_start(rng, tid, target)))
             tid = ids[rng.integers(len(ids))]
             slots.append((tid, _draw_start_frame(rng, info[tid].num_samples, cfg.chunk_samples, cfg.hop)))
         else:
