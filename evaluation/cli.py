@@ -14,7 +14,8 @@ examples:
 
 An IASS run is scored with activity weighting (--weighting, default from params.yaml
 evaluate.weighting) and without; an Open-Unmix run as is; the ideal binary mask (IBM) and the
-mixture itself (input-SDR) are scored on the same tracks and windows. Writes results.parquet,
+mixture itself (input-SDR) are scored on the same tracks and windows; --oracle-gate adds
+each IASS run gated by the corpus' own activity labels (a perfect detector's gate). Writes results.parquet,
 activity.parquet, summary.md, sdr_boxplot.png and metrics.json into --out.
 """
 
@@ -48,6 +49,9 @@ def add_parser(sub) -> None:
                    help="how thresholds are tuned: sdr = the gate that separates best (0 = no "
                         "weighting for that target), f1 = the best detector (default: "
                         "evaluate.threshold_metric)")
+    p.add_argument("--oracle-gate", action="store_true", default=None,
+                   help="also score each IASS run's masks gated by the corpus' activity labels: "
+                        "what a perfect detector's gate would give (default: evaluate.oracle_gate)")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel track workers (default: evaluate.workers)")
     p.add_argument("--targets", nargs="+", default=None, help="targets to score (default: the runs')")
@@ -107,7 +111,7 @@ def run_evaluate(args) -> int:
         config = config_from_params(
             params, **_sep_overrides(args), split=args.split, workers=args.workers,
             device=args.device, checkpoint=args.checkpoint, threshold_split=args.threshold_split,
-            threshold_metric=args.threshold_metric,
+            threshold_metric=args.threshold_metric, oracle_gate=args.oracle_gate,
             targets=tuple(args.targets) if args.targets else None, limit=args.limit)
     except ValueError as exc:
         print(f"iass evaluate: {exc}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """``iass evaluate``: separate the test tracks of a corpus with each run, score every method.
 
 Methods per run: an IASS run (a separator with activity) is scored twice from one pass of its
-network, with activity weighting (``--weighting``, the paper's method) and without; an Open-Unmix
-run as is. Beside them, two references on the same tracks, targets and windows: the ideal binary
+network, with activity weighting (``--weighting``, the paper's method) and without (and, with
+``evaluate.oracle_gate``, gated by the corpus' activity labels: the best a detector's gate can
+do); an Open-Unmix run as is. Beside them, two references on the same tracks, targets and windows: the ideal binary
 mask (``IBM``, upper bound) and the mixture itself (``input-SDR``, lower bound).
 
 Scores (see :mod:`iass.evaluation.metrics`): BSS Eval v4 SDR / SIR / SAR / ISR per track and
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from iass.evaluation.separate import SeparationConfig
+from iass.evaluation.separate import ORACLE, SeparationConfig
 
 BSS_METRICS = ("SDR", "SIR", "SAR", "ISR")
 ACTIVITY_METRICS = ("precision", "recall", "f1", "auc")
@@ -77,6 +78,7 @@ class EvaluateConfig:
     checkpoint: str = "best"
     threshold_split: str | None = None  # tune each IASS run's per-target thresholds on this split
     threshold_metric: str = "sdr"       # sdr (the gate that separates best) | f1 (the best detector)
+    oracle_gate: bool = False           # also score each IASS run gated by the corpus' labels
     targets: tuple[str, ...] | None = None
     limit: int | None = None  # evaluate the first N tracks only (smoke runs)
 
@@ -120,8 +122,9 @@ def describe_runs(sources: list, device: str = "cpu", checkpoint: str = "best") 
     return specs
 
 
-def plan_methods(runs: list[RunSpec], weighting: str) -> list[Method]:
-    """The methods of the report, in order: the runs' variants, then IBM and input-SDR."""
+def plan_methods(runs: list[RunSpec], weighting: str, oracle_gate: bool = False) -> list[Method]:
+    """The methods of the report, in order: the runs' variants (with ``oracle_gate``, an IASS
+    run's masks gated by the corpus labels too), then IBM and input-SDR."""
     methods: list[Method] = []
     counts: dict[str, int] = {}
     for spec in runs:
@@ -135,6 +138,9 @@ def plan_methods(runs: list[RunSpec], weighting: str) -> list[Method]:
                 methods.append(Method(label, slug(label), name, i, weighting))
             label = f"{spec.label} (unweighted){suffix}"
             methods.append(Method(label, slug(label), name, i, "none"))
+            if oracle_gate:
+                label = f"{spec.label} (oracle gate){suffix}"
+                methods.append(Method(label, slug(label), name, i, ORACLE))
         else:
             label = f"{spec.label}{suffix}"
             methods.append(Method(label, slug(label), name, i, "none"))
@@ -187,7 +193,10 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
         weightings = tuple(dict.fromkeys(m.weighting for m in ms))
         sep_config = (config.separation if spec.thresholds is None
                       else replace(config.separation, threshold=spec.thresholds))
-        results = separate_variants(mixture, sep, sep_config, weightings)
+        oracle = None
+        if ORACLE in weightings:       # the labels as the gate (NaN: unknown, left open)
+            oracle = corpus.read_activity(track_id, list(sep.targets))
+        results = separate_variants(mixture, sep, sep_config, weightings, oracle)
         for m in ms:
             res = results[m.weighting]
             estimates[m.label] = {t: res.estimates[k] for k, t in enumerate(res.targets)}
@@ -296,7 +305,7 @@ def evaluate(corpus_root: str | Path, run_sources: list, out_dir: str | Path,
     config = replace(config, n_fft=config.n_fft or 4096, hop=config.hop or corpus.hop)
     if config.threshold_split:
         runs = calibrate_runs(corpus, runs, config, progress)
-    methods = plan_methods(runs, config.separation.weighting)
+    methods = plan_methods(runs, config.separation.weighting, config.oracle_gate)
     targets = list(config.targets or dict.fromkeys(t for r in runs for t in r.targets)
                    or corpus.taxonomy.targets)
     unknown = [t for t in targets if t not in corpus.taxonomy]
@@ -362,6 +371,7 @@ def config_from_params(params: dict, **overrides) -> EvaluateConfig:
         win_seconds=float(ev.get("win_seconds", 1.0)), workers=int(ev.get("workers", 2)),
         threshold_split=ev.get("threshold_split") or None,
         threshold_metric=str(ev.get("threshold_metric", "sdr")),
+        oracle_gate=bool(ev.get("oracle_gate", False)),
     )
     rest = {k: v for k, v in overrides.items() if k not in sep_keys and v is not None}
     return replace(cfg, **rest)

@@ -136,6 +136,10 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
              "(the gate that separates best, by SDR; 0.00 = not weighted): ")
           + ", ".join(f"{t} {th:.2f}" for t, th in zip(r.targets, r.thresholds))
           for r in runs if r.thresholds is not None],
+        *(["- `(oracle gate)`: the run's masks gated by the corpus' own activity labels instead of "
+           "its detector (no median filter): what a perfect detector's hard gate would give, the "
+           "upper bound of activity weighting for these masks"]
+          if any(m.weighting == "oracle" for m in methods) else []),
         f"- BSS Eval v4 (museval-compatible), {config.win_seconds:g} s windows; a track's score is "
         "the median over the windows where the target and the rest of the mixture sound; tables "
         "show the median over tracks (dB). `IBM`: ideal binary mask (upper bound); `input-SDR`: "

@@ -30,6 +30,9 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 WEIGHTINGS = ("none", "hard", "soft")
+#: a variant, not a config weighting: the mask gated by the corpus' own activity labels (a
+#: reference, like the ideal binary mask: the best any activity detector's hard gate can do)
+ORACLE = "oracle"
 #: Wiener filter block (frames), Open-Unmix's ``wiener_win_len``
 WIENER_BLOCK = 300
 #: extra frames the model sees on each side of a chunk when the separator does not say
@@ -295,22 +298,29 @@ def _masks(separator, mag):
 
 def separate_stream(read: Callable[[int, int], np.ndarray], n_samples: int, separator,
                     config: SeparationConfig = SeparationConfig(),
-                    weightings: tuple[str, ...] | None = None, spectra: bool = False) -> Iterator[dict]:
+                    weightings: tuple[str, ...] | None = None, spectra: bool = False,
+                    oracle: np.ndarray | None = None) -> Iterator[dict]:
     """Separate a track chunk by chunk. ``read(start, count)`` returns (count, 2) float32 of the
     mixture. ``weightings`` (default: ``(config.weighting,)``) are produced from ONE pass of the
     model (evaluation scores IASS with and without weighting).
 
     Yields dicts in order: ``start`` (sample), ``audio`` {weighting: (K, m, 2) float32} for the
     samples [start, start + m), ``frames`` (a, b), ``probability`` / ``decision`` (K, b - a) or
-    None. ``spectra=True``: instead of audio, ``spectrum`` (K, C, F, b - a), the unweighted
+    None. ``oracle`` (K, T) 0/1 gates (the reference labels; NaN = unknown, left open) makes the
+    weighting ``"oracle"`` available: the mask gated by them. ``spectra=True``: instead of audio,
+    ``spectrum`` (K, C, F, b - a), the unweighted
     estimate ``mask * mixture STFT`` of the frames (no synthesis; the gate tuner's input).
     Memory: one chunk of frames plus context, whatever ``n_samples``."""
     import torch
 
     weightings = tuple(weightings or (config.weighting,))
     for w in weightings:
-        if w not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, not {w!r}")
+        if w not in WEIGHTINGS and not (w == ORACLE and oracle is not None):
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, not {w!r}"
+                             + (" (oracle needs the reference gates)" if w == ORACLE else ""))
+    if oracle is not None:
+        oracle = np.where(np.isnan(oracle), 1.0, np.asarray(oracle, dtype=np.float64) > 0.5)
+        oracle = oracle.astype(np.float32)
     n_fft, hop = int(separator.n_fft), int(separator.hop)
     T = num_frames(n_samples, hop)
     ctx = _context(separator, config)
@@ -341,6 +351,11 @@ def separate_stream(read: Callable[[int, int], np.ndarray], n_samples: int, sepa
                 weighted = mask * torch.from_numpy(decision.astype(np.float32))[:, None, None, :]
             elif prob is not None and w == "soft":
                 weighted = mask * torch.from_numpy(prob)[:, None, None, :]
+            elif w == ORACLE:
+                gate = np.ones((mask.shape[0], b - a), dtype=np.float32)
+                labelled = oracle[:, a:b]
+                gate[:, : labelled.shape[1]] = labelled    # frames past the labels stay open
+                weighted = mask * torch.from_numpy(gate)[:, None, None, :]
             if config.wiener:
                 est = torch.from_numpy(wiener_filter((weighted * mix.abs()).numpy(), mix.numpy(),
                                                      config.wiener_iterations, first_frame=a))
@@ -359,7 +374,7 @@ def separate(mixture: np.ndarray, separator, config: SeparationConfig = Separati
 
 
 def separate_variants(mixture: np.ndarray, separator, config: SeparationConfig,
-                      weightings: tuple[str, ...]) -> dict[str, Separation]:
+                      weightings: tuple[str, ...], oracle: np.ndarray | None = None) -> dict[str, Separation]:
     """Several weightings of one mixture from one pass of the model: {weighting: Separation}."""
     mixture = np.asarray(mixture, dtype=np.float32)
     n = len(mixture)
@@ -367,7 +382,8 @@ def separate_variants(mixture: np.ndarray, separator, config: SeparationConfig,
     T = num_frames(n, separator.hop)
     estimates = {w: np.zeros((K, n, 2), dtype=np.float32) for w in weightings}
     prob = dec = None
-    for part in separate_stream(lambda s, c: mixture[s: s + c], n, separator, config, weightings):
+    for part in separate_stream(lambda s, c: mixture[s: s + c], n, separator, config, weightings,
+                                oracle=oracle):
         s = part["start"]
         for w, audio in part["audio"].items():
             estimates[w][:, s: s + audio.shape[1]] = audio

@@ -205,6 +205,30 @@ def test_sdr_by_window_class_against_museval(corpus_dir, report):
                                                                "ibm", "input_sdr"}
 
 
+def test_oracle_gate_method(corpus_dir, shared_dir, report):
+    """evaluate.oracle_gate: the run gated by the corpus labels is one more method, on the same
+    rows as the unweighted one; it mutes silences (PES) like a perfect detector would (the gating
+    itself: test_separate.py), and the other methods' scores do not change."""
+    root, _ = corpus_dir
+    _, base = report
+    config = EvaluateConfig(separation=SeparationConfig(weighting="hard"), workers=2, oracle_gate=True)
+    out = _once(shared_dir / "report-oracle",
+                lambda d: evaluate(root, [BandSeparator()], d, config, progress=False))
+    metrics = json.loads((out / "metrics.json").read_text())
+    df = pl.read_parquet(out / "results.parquet")
+    keys = lambda m: {tuple(r) for r in df.filter(pl.col("method") == m)
+                      .select("track_id", "target", "metric").iter_rows()}
+    assert keys("IASS (oracle gate)") == keys("IASS (unweighted)")
+    with_silences = [t for t in TARGETS if metrics["pes"][t]["input_sdr"] is not None]
+    for t in with_silences:
+        assert metrics["pes"][t]["iass_oracle_gate"] < metrics["pes"][t]["iass_unweighted"] - 10, t
+    # the other methods score as without the extra column (same estimates, same windows)
+    for t in TARGETS:
+        for key in ("iass_weighted", "iass_unweighted", "ibm", "input_sdr"):
+            assert metrics["sdr"][t][key] == pytest.approx(base["sdr"][t][key], abs=1e-9), (t, key)
+    assert "`(oracle gate)`" in (out / "summary.md").read_text()
+
+
 def test_activity_scores_against_exact_labels(corpus_dir, report):
     """Pooled F1 recomputed from the fixture's own region labels (not the corpus reader) and
     the one-shot separator's decisions."""

@@ -162,6 +162,31 @@ def test_per_target_thresholds_apply_to_their_own_target():
         SeparationConfig(threshold=(0.2, 1.3))
 
 
+def test_oracle_gate_is_the_hard_gate_with_given_decisions():
+    """weighting 'oracle' gates the masks by the frames it is given: the detector's own decisions
+    reproduce hard weighting exactly, all-open gates (or unknown, NaN) the unweighted output."""
+    from iass.evaluation.separate import separate_variants
+
+    x = _mixture(3.0, seed=3)
+    sep = ContextSeparator()
+    cfg = SeparationConfig(weighting="hard", median_frames=5, chunk_seconds=1.0)
+    hard = separate(x, sep, cfg)
+    gates = hard.decision.astype(np.float32)
+    gates[1, :7] = np.nan                      # unknown frames stay open
+    got = separate_variants(x, sep, cfg, ("hard", "none", "oracle"), oracle=gates)
+    np.testing.assert_array_equal(got["oracle"].estimates[0], hard.estimates[0])
+    opened = hard.decision.copy()
+    opened[1, :7] = True
+    ref = separate_variants(x, sep, cfg, ("oracle",), oracle=opened.astype(np.float32))["oracle"]
+    np.testing.assert_array_equal(got["oracle"].estimates[1], ref.estimates[1])
+    ones = separate_variants(x, sep, cfg, ("oracle",), oracle=np.ones_like(gates))["oracle"]
+    np.testing.assert_array_equal(ones.estimates, got["none"].estimates)
+    shorter = separate_variants(x, sep, cfg, ("oracle",), oracle=np.ones((2, 10), np.float32))["oracle"]
+    np.testing.assert_array_equal(shorter.estimates, got["none"].estimates)   # past the labels: open
+    with pytest.raises(ValueError, match="oracle needs the reference gates"):
+        separate_variants(x, sep, cfg, ("oracle",))
+
+
 def test_no_activity_means_no_weighting():
     x = _mixture(1.0)
     sep = ContextSeparator(has_activity=False)
