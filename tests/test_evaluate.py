@@ -145,24 +145,29 @@ def test_references_bracket_the_separator(report):
     assert "## SDR (dB)" in summary and "## Activity detection" in summary
 
 
-def test_one_score_against_museval(corpus_dir, report):
-    """One (track, target, method) row recomputed independently: the IBM estimate scored by
-    museval itself on (target, rest)."""
+def _ibm_by_museval(root, out, native_id: str, target: str):
+    """The IBM estimate of ``target`` on one fixture track scored by museval itself on (target,
+    rest): (track id, mixture, per-window SDR/ISR/SIR/SAR, the report's IBM row as {metric: value})."""
     from iass.evaluation.museval_ref import import_museval
     from iass.evaluation.references import ideal_binary_mask
 
-    museval = import_museval()
+    corpus = Corpus(root)
+    tid = next(t for t in corpus.track_ids("test") if corpus.track(t)["native_id"] == native_id)
+    mixture = corpus.read_mixture(tid)
+    ref = corpus.read_target(tid, target)
+    est = ideal_binary_mask(lambda s, c: mixture[s: s + c], [lambda s, c: ref[s: s + c]], len(mixture))[0]
+    scores = import_museval().evaluate(np.stack([ref, mixture - ref]), np.stack([est, mixture - est]))
+    df = pl.read_parquet(out / "results.parquet").filter(
+        (pl.col("track_id") == tid) & (pl.col("target") == target) & (pl.col("method") == "IBM"))
+    return tid, mixture, scores, dict(zip(df["metric"], df["value"]))
+
+
+def test_one_score_against_museval(corpus_dir, report):
+    """One (track, target, method) row recomputed independently: the IBM estimate scored by
+    museval itself on (target, rest)."""
     root, _ = corpus_dir
     out, _ = report
-    corpus = Corpus(root)
-    tid = next(t for t in corpus.track_ids("test") if corpus.track(t)["native_id"] == "test-b")
-    mixture = corpus.read_mixture(tid)
-    ref = corpus.read_target(tid, "piano")
-    est = ideal_binary_mask(lambda s, c: mixture[s: s + c], [lambda s, c: ref[s: s + c]], len(mixture))[0]
-    sdr, _isr, sir, sar = museval.evaluate(np.stack([ref, mixture - ref]), np.stack([est, mixture - est]))
-    df = pl.read_parquet(out / "results.parquet").filter(
-        (pl.col("track_id") == tid) & (pl.col("target") == "piano") & (pl.col("method") == "IBM"))
-    value = dict(zip(df["metric"], df["value"]))
+    _, _, (sdr, _isr, sir, sar), value = _ibm_by_museval(root, out, "test-b", "piano")
     assert value["SDR"] == pytest.approx(np.nanmedian(sdr[0]), abs=0.1)
     assert value["SIR"] == pytest.approx(np.nanmedian(sir[0]), abs=0.1)
     assert value["SAR"] == pytest.approx(np.nanmedian(sar[0]), abs=0.1)
@@ -171,26 +176,15 @@ def test_one_score_against_museval(corpus_dir, report):
 def test_sdr_by_window_class_against_museval(corpus_dir, report):
     """SDR_partial / SDR_active of one (track, target, IBM) row recomputed independently: museval's
     per-window SDR, the windows classed by the fixture's own region labels."""
-    from iass.evaluation.museval_ref import import_museval
-    from iass.evaluation.references import ideal_binary_mask
-
-    museval = import_museval()
     root, truth = corpus_dir
     out, metrics = report
-    corpus = Corpus(root)
-    tid = next(t for t in corpus.track_ids("test") if corpus.track(t)["native_id"] == "test-a")
-    mixture = corpus.read_mixture(tid)
-    ref = corpus.read_target(tid, "electric_guitar")
-    est = ideal_binary_mask(lambda s, c: mixture[s: s + c], [lambda s, c: ref[s: s + c]], len(mixture))[0]
-    sdr = museval.evaluate(np.stack([ref, mixture - ref]), np.stack([est, mixture - est]))[0][0]
+    tid, mixture, scores, value = _ibm_by_museval(root, out, "test-a", "electric_guitar")
+    sdr = scores[0][0]
     labels = frame_labels(truth[tid].stems["electric_guitar"], len(mixture), 1024)
     # guitar plays from 1.5 s to the end of the 3 s track: window 1 is partly silent, window 2 active
     share = [labels[(np.arange(len(labels)) * 1024 >= w * 44100)
                     & (np.arange(len(labels)) * 1024 < (w + 1) * 44100)].mean() for w in range(len(sdr))]
     assert share[0] == 0 and 0 < share[1] < 1 and share[2] == 1
-    df = pl.read_parquet(out / "results.parquet").filter(
-        (pl.col("track_id") == tid) & (pl.col("target") == "electric_guitar") & (pl.col("method") == "IBM"))
-    value = dict(zip(df["metric"], df["value"]))
     assert value["SDR_partial"] == pytest.approx(sdr[1], abs=0.1)
     assert value["SDR_active"] == pytest.approx(sdr[2], abs=0.1)
     assert value["windows_partial"] == 1 and value["windows_active"] == 1
