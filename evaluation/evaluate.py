@@ -173,6 +173,9 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
     n = len(mixture)
     win = int(round(config.win_seconds * sr))
     known = [t for t in targets if corpus.target_known(track_id, t)]
+    # the track's activity labels, read once: window classes, the oracle gate, activity scores
+    names = list(dict.fromkeys([*targets, *(t for r in runs for t in r.targets)]))
+    truth_of = dict(zip(names, corpus.read_activity(track_id, names)))
     references = {t: corpus.read_target(track_id, t) for t in known}
     # BSS metrics need the target to sound somewhere; PES/EPS are scored on every known target
     # (a track without the target is where leakage and muting matter most)
@@ -195,7 +198,7 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
                       else replace(config.separation, threshold=spec.thresholds))
         oracle = None
         if ORACLE in weightings:       # the labels as the gate (NaN: unknown, left open)
-            oracle = corpus.read_activity(track_id, list(sep.targets))
+            oracle = np.stack([truth_of[t] for t in sep.targets])
         results = separate_variants(mixture, sep, sep_config, weightings, oracle)
         for m in ms:
             res = results[m.weighting]
@@ -222,7 +225,7 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
             # every method's estimate of this target in one call: the filters' system is solved once
             bss = score_target(references[t], mixture - references[t], stacked, win, win)
             scores.update(bss.medians())
-            truth = corpus.read_activity(track_id, [t])[0]
+            truth = truth_of[t]
             if not np.isnan(truth).all():
                 share = window_activity(truth, corpus.hop, window_bounds(
                     min(len(references[t]), stacked.shape[1]), win, win))
@@ -248,7 +251,7 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
             if hop != corpus.hop:
                 raise ValueError(f"{run_name}: model hop {hop} != corpus label hop {corpus.hop}; "
                                  "activity cannot be scored frame by frame")
-            truth = corpus.read_activity(track_id, [t])[0]
+            truth = truth_of[t]
             m_frames = min(len(truth), len(prob))
             truth, p, d = truth[:m_frames], prob[:m_frames], dec[:m_frames]
             if np.isnan(truth).all():
