@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from iass.config import add_params_arguments
 
@@ -26,6 +27,14 @@ examples:
 
 Writes <target>.wav (float WAV at the model's rate) per target and, for an IASS run,
 activity.csv / activity.parquet (per frame: time, probability and the applied decision).
+"""
+
+SEEDS_EPILOG = """\
+example (what `make seeds` runs after `make demo`):
+  iass train --model iass --corpus datasets/corpus --run-dir runs/seed7/iass -S train.seed=7
+  iass train --model umx --corpus datasets/corpus --run-dir runs/seed7/umx -S train.seed=7
+  iass evaluate --corpus datasets/corpus --run runs/seed7/iass --run runs/seed7/umx --out reports/seed7
+  iass report seeds seed42=reports/evaluate seed7=reports/seed7 --out reports/seeds
 """
 
 
@@ -73,12 +82,22 @@ def add_parser(sub) -> None:
     add_params_arguments(s)
     s.set_defaults(func=run_separate)
 
-    r = sub.add_parser("report", help="show an evaluation report",
+    r = sub.add_parser("report", help="show an evaluation report, or combine several over seeds",
                        description="Work with the report written by `iass evaluate`.")
     rsub = r.add_subparsers(dest="report_command", metavar="COMMAND")
     show = rsub.add_parser("show", help="print summary.md of an evaluation directory")
     show.add_argument("dir", nargs="?", default="reports/evaluate", help="default: %(default)s")
     show.set_defaults(func=run_report_show)
+    seeds = rsub.add_parser(
+        "seeds", help="one comparison over several training seeds (reports of `iass evaluate`)",
+        description="Median SDR per target and method over several evaluation reports (one per "
+                    "training seed, same corpus split), how often each model is ahead, and a "
+                    "paired Wilcoxon test over tracks. Writes seeds.md and seeds.json.",
+        epilog=SEEDS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    seeds.add_argument("reports", nargs="+", metavar="[NAME=]DIR",
+                       help="evaluation report directories (at least two)")
+    seeds.add_argument("--out", default="reports/seeds", help="default: %(default)s")
+    seeds.set_defaults(func=run_report_seeds)
     r.set_defaults(func=lambda args: (r.print_help(), 2)[1])
 
 
@@ -142,6 +161,19 @@ def run_separate(args) -> int:
     print(f"separated {args.audio}: {summary['seconds']:.1f} s into {len(summary['targets'])} targets "
           f"-> {args.out}{notes}")
     print(json.dumps(summary["files"], indent=1))
+    return 0
+
+
+def run_report_seeds(args) -> int:
+    from iass.evaluation.seeds import SEEDS_SUMMARY, write_seeds_report
+
+    try:
+        write_seeds_report(args.reports, args.out)
+    except ValueError as exc:
+        print(f"iass report seeds: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write((Path(args.out) / SEEDS_SUMMARY).read_text())
+    print(f"report: {Path(args.out) / SEEDS_SUMMARY}")
     return 0
 
 

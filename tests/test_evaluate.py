@@ -272,6 +272,34 @@ def test_report_files(report):
     assert res.stdout == (out / "summary.md").read_text()
 
 
+def test_seeds_report_of_real_reports(report, tmp_path):
+    """`iass report seeds` over this report and a copy whose weighted IASS is 1 dB better: each
+    report's medians are its metrics.json's; the paired difference moves by the mean shift."""
+    from iass.evaluation.seeds import write_seeds_report
+
+    out, metrics = report
+    df = pl.read_parquet(out / "results.parquet")
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    df.with_columns(pl.when((pl.col("method") == "IASS (weighted)") & (pl.col("metric") == "SDR"))
+                    .then(pl.col("value") + 1.0).otherwise(pl.col("value")).alias("value")
+                    ).write_parquet(shifted / "results.parquet")
+    agg = write_seeds_report([f"a={out}", f"b={shifted}"], tmp_path / "seeds")
+    keys = {"IASS (weighted)": "iass_weighted", "IASS (unweighted)": "iass_unweighted",
+            "IBM": "ibm", "input-SDR": "input_sdr"}
+    assert agg["methods"] == list(keys)
+    for target in agg["targets"] + ["all"]:
+        for method, key in keys.items():
+            assert agg["median_sdr"][target][method]["a"] == pytest.approx(metrics["sdr"][target][key])
+        b = agg["median_sdr"][target]["IASS (weighted)"]["b"]
+        assert b == pytest.approx(metrics["sdr"][target]["iass_weighted"] + 1.0)
+    sdr = df.filter(pl.col("metric") == "SDR")
+    wide = sdr.pivot(on="method", index=["track_id", "target"], values="value")
+    diff = (wide["IASS (weighted)"] - wide["IASS (unweighted)"]).to_numpy() + 0.5
+    row = next(c for c in agg["comparisons"] if c["b"] == "IASS (unweighted)")["targets"]["all"]
+    assert row["tracks"] == len(diff) and row["median_diff"] == pytest.approx(np.median(diff))
+
+
 def test_cli_errors_are_one_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "iass.cli", "report", "show", str(tmp_path)],
                          capture_output=True, text=True)
