@@ -22,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from iass.evaluation.evaluate import IBM, INPUT
+from iass.evaluation.report import _fmt, _median
 from iass.io import atomic_write_json, atomic_write_text
 
 SEEDS_SUMMARY = "seeds.md"
 SEEDS_METRICS = "seeds.json"
 WEIGHTED, UNWEIGHTED, ORACLE = "IASS (weighted)", "IASS (unweighted)", "IASS (oracle gate)"
-UMX, IBM, INPUT = "Open-Unmix", "IBM", "input-SDR"
+UMX = "Open-Unmix"
 DEFAULT_PAIRS = ((WEIGHTED, UMX), (WEIGHTED, UNWEIGHTED), (ORACLE, UNWEIGHTED))
 METHOD_ORDER = (WEIGHTED, UNWEIGHTED, ORACLE, UMX, IBM, INPUT)
 
@@ -104,17 +106,7 @@ def common_methods(reports: list[Report]) -> list[str]:
 
 
 def targets_of(reports: list[Report]) -> list[str]:
-    seen: list[str] = []
-    for t in reports[0].sdr["target"].to_list():
-        if t not in seen:
-            seen.append(t)
-    return seen
-
-
-def _median(values) -> float:
-    v = np.asarray(values, dtype=np.float64)
-    v = v[~np.isnan(v)]
-    return float(np.median(v)) if v.size else float("nan")
+    return reports[0].sdr["target"].unique(maintain_order=True).to_list()
 
 
 def median_sdr(report: Report, method: str, target: str) -> float:
@@ -164,8 +156,8 @@ def aggregate(reports: list[Report], pairs=DEFAULT_PAIRS) -> dict:
             continue
         rows = {}
         for t in targets + ["all"]:
-            ahead = [r.name for r in reports if medians[t][a][r.name] > medians[t][b][r.name]]
-            rows[t] = {"ahead_in": len(ahead), **paired(reports, a, b, t)}
+            ahead = sum(medians[t][a][r.name] > medians[t][b][r.name] for r in reports)
+            rows[t] = {"ahead_in": ahead, **paired(reports, a, b, t)}
         per_report = {r.name: sum(medians[t][a][r.name] > medians[t][b][r.name] for t in targets)
                       for r in reports}
         comparisons.append({"a": a, "b": b, "targets": rows, "targets_ahead": per_report})
@@ -179,10 +171,6 @@ def aggregate(reports: list[Report], pairs=DEFAULT_PAIRS) -> dict:
     return {"reports": {r.name: str(r.path) for r in reports}, "methods": methods,
             "targets": targets, "median_sdr": medians, "comparisons": comparisons,
             "bracket": bracket, "tracks": reports[0].sdr["track_id"].n_unique()}
-
-
-def _fmt(x, digits: int = 2) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def _p(x) -> str:
