@@ -54,10 +54,11 @@ def add_parser(sub) -> None:
     p.add_argument("--threshold-split", default=None, metavar="SPLIT",
                    help="tune each IASS run's per-target activity thresholds on this held-out split "
                         "(default: evaluate.threshold_split)")
-    p.add_argument("--threshold-metric", choices=["sdr", "f1"], default=None,
+    p.add_argument("--threshold-metric", choices=["sdr", "safe", "f1"], default=None,
                    help="how thresholds are tuned: sdr = the gate that separates best (0 = no "
-                        "weighting for that target), f1 = the best detector (default: "
-                        "evaluate.threshold_metric)")
+                        "weighting for that target; ties: no weighting), safe = the same but ties "
+                        "go to the threshold nearest 0.5 (the paper's gate where it costs nothing), "
+                        "f1 = the best detector (default: evaluate.threshold_metric)")
     p.add_argument("--oracle-gate", action="store_true", default=None,
                    help="also score each IASS run's masks gated by the corpus' activity labels: "
                         "what a perfect detector's gate would give (default: evaluate.oracle_gate)")

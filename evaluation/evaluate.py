@@ -77,7 +77,7 @@ class EvaluateConfig:
     device: str = "cpu"
     checkpoint: str = "best"
     threshold_split: str | None = None  # tune each IASS run's per-target thresholds on this split
-    threshold_metric: str = "sdr"       # sdr (the gate that separates best) | f1 (the best detector)
+    threshold_metric: str = "sdr"       # sdr (the gate that separates best) | safe (ties -> 0.5) | f1
     oracle_gate: bool = False           # also score each IASS run gated by the corpus' labels
     targets: tuple[str, ...] | None = None
     limit: int | None = None  # evaluate the first N tracks only (smoke runs)

@@ -132,8 +132,10 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
         f"{config.separation.threshold}, median filter {config.separation.median_frames} frames), "
         f"Wiener post-filter {'on' if config.separation.wiener else 'off'}",
         *[f"- activity thresholds of `{_run_label(r)}`, tuned on the `{config.threshold_split}` split "
-          + ("(best F1 of the applied decision): " if config.threshold_metric == "f1" else
-             "(the gate that separates best, by SDR; 0.00 = not weighted): ")
+          + {"f1": "(best F1 of the applied decision): ",
+             "safe": "(the gate nearest 0.5 that separates as well as the best, by SDR within "
+                     "0.05 dB; 0.00 = not weighted): "}.get(
+              config.threshold_metric, "(the gate that separates best, by SDR; 0.00 = not weighted): ")
           + ", ".join(f"{t} {th:.2f}" for t, th in zip(r.targets, r.thresholds))
           for r in runs if r.thresholds is not None],
         *(["- `(oracle gate)`: the run's masks gated by the corpus' own activity labels instead of "

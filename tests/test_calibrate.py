@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -181,6 +182,36 @@ def test_the_gate_closes_silences_when_the_detector_is_good_and_stays_open_when_
     assert th == OPEN and np.isnan(score) and gain == 0.0
 
 
+def test_safe_ties_go_to_the_gate_nearest_the_papers_and_the_open_gate_comes_last():
+    rng = np.random.default_rng(3)
+    truth, S, est = _spectra(rng)
+    energies = _energies(S, est)
+    # leakage-free estimate where the target is silent: every gate that does not mute what plays
+    # ties with the open gate, so "sdr" keeps it open and "safe" takes the paper's 0.5
+    clean = np.where(truth[None, :], est, 0)
+    flat = _energies(S, clean)
+    good = np.clip(0.7 * truth + rng.uniform(0, 0.25, len(truth)), 0, 1)
+    scores = {g: _gated_sdr(S, clean, good, g, 5, 25) for g in (0,) + GRID}
+    assert abs(scores[0.5] - scores[0]) < 1e-9              # a tie by construction
+    assert best_gate([(good, *flat)], 5, 25)[0] == OPEN
+    th, score, gain = best_gate([(good, *flat)], 5, 25, prefer="paper")
+    assert th == 0.5 and score == pytest.approx(scores[0.5]) and abs(gain) < 1e-9
+    # a detector that reaches 0.5 only on part of what plays (a sparse target's under-confident
+    # head): 0.5 costs; "safe" takes the nearest threshold that does not, never one that costs
+    shy = np.where(truth, rng.uniform(0.2, 0.6, len(truth)), rng.uniform(0.0, 0.1, len(truth)))
+    th, score, _ = best_gate([(shy, *energies)], 5, 25, prefer="paper")
+    all_scores = {g: _gated_sdr(S, est, shy, g, 5, 25) for g in (0,) + GRID}
+    top = max(all_scores.values())
+    assert all_scores[0.5] < top - TIE_DB                   # the paper's gate would cost here
+    assert OPEN < th < 0.5 and score >= top - TIE_DB
+    assert all(all_scores[g] < top - TIE_DB for g in GRID if abs(g - 0.5) < abs(th - 0.5))
+    # every gate costs (a deaf detector): no weighting either way
+    deaf = np.where(truth, 0.02, 0.9) + rng.uniform(0, 0.05, len(truth))
+    assert best_gate([(deaf, *energies)], 5, 25, prefer="paper")[0] == OPEN
+    with pytest.raises(ValueError, match="prefer"):
+        best_gate([(good, *energies)], 5, 25, prefer="closed")
+
+
 def test_evaluate_tunes_gates_by_sdr_on_the_valid_split(tmp_path):
     root = tmp_path / "corpus"
     write_eval_corpus(root)
@@ -194,5 +225,17 @@ def test_evaluate_tunes_gates_by_sdr_on_the_valid_split(tmp_path):
     metrics = evaluate(root, [sep], tmp_path / "sdr", config, progress=False)
     assert metrics["thresholds"] == {"band": {t: v["threshold"] for t, v in tuned.items()}}
     assert "the gate that separates best" in (tmp_path / "sdr" / "summary.md").read_text()
+    # "safe": the same scores, ties to the gate nearest 0.5; it never gains less than "sdr" chose
+    safe = tune_thresholds(Corpus(root), sep, "valid", SeparationConfig(weighting="hard"),
+                           progress=False, metric="safe")
+    assert {v["metric"] for v in safe.values()} == {"safe"}
+    for t in tuned:
+        assert safe[t]["gain_db"] >= tuned[t]["gain_db"] - TIE_DB
+        assert abs(safe[t]["threshold"] - 0.5) <= abs(tuned[t]["threshold"] - 0.5) or \
+            tuned[t]["threshold"] == OPEN
+    config = replace(config, threshold_metric="safe")
+    metrics = evaluate(root, [sep], tmp_path / "safe", config, progress=False)
+    assert metrics["thresholds"] == {"band": {t: v["threshold"] for t, v in safe.items()}}
+    assert "nearest 0.5" in (tmp_path / "safe" / "summary.md").read_text()
     with pytest.raises(SystemExit, match="threshold metric"):
         tune_thresholds(Corpus(root), sep, "valid", SeparationConfig(), progress=False, metric="auc")
