@@ -129,7 +129,9 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
         "- runs: " + (", ".join(f"`{m.run}` ({m.label})" for m in methods if m.run_index is not None)
                       or "none (references only)"),
         f"- separation: weighting `{config.separation.weighting}` (threshold "
-        f"{config.separation.threshold}, median filter {config.separation.median_frames} frames), "
+        + ("tuned per target, below" if any(r.thresholds is not None for r in runs)
+           else f"{config.separation.threshold}")
+        + f", median filter {config.separation.median_frames} frames), "
         f"Wiener post-filter {'on' if config.separation.wiener else 'off'}",
         *[f"- activity thresholds of `{_run_label(r)}`, tuned on the `{config.threshold_split}` split "
           + {"f1": "(best F1 of the applied decision): ",

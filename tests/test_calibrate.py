@@ -236,6 +236,7 @@ def test_evaluate_tunes_gates_by_sdr_on_the_valid_split(tmp_path):
     config = replace(config, threshold_metric="safe")
     metrics = evaluate(root, [sep], tmp_path / "safe", config, progress=False)
     assert metrics["thresholds"] == {"band": {t: v["threshold"] for t, v in safe.items()}}
-    assert "nearest 0.5" in (tmp_path / "safe" / "summary.md").read_text()
+    summary = (tmp_path / "safe" / "summary.md").read_text()
+    assert "nearest 0.5" in summary and "(threshold tuned per target, below" in summary
     with pytest.raises(SystemExit, match="threshold metric"):
         tune_thresholds(Corpus(root), sep, "valid", SeparationConfig(), progress=False, metric="auc")
