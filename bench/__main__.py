@@ -14,16 +14,34 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name ("Intel(R) Xeon(R) ..."): ratios are only comparable on like machines.
+
+    Linux's /proc/cpuinfo names it; elsewhere (or if unreadable) platform's processor/machine.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("model name", "Processor", "cpu model") and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
     import torch
 
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels' ISA (AVX2/AVX512)
     }
 
 
