@@ -17,10 +17,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from iass.errors import AudioError
+
 BLOCK = 1 << 16
 
 
-class AudioInputError(ValueError):
+class AudioInputError(AudioError):
     """The file cannot be used as a mixture (message names the file and the problem)."""
 
 

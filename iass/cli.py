@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     from iass import __version__
 
     parser.add_argument("--version", action="version", version=f"iass {__version__}")
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", dest="log_quiet", action="store_true",
+                      help="only warnings and errors (no progress bars)")
+    loud.add_argument("-v", "--verbose", dest="log_verbose", action="store_true",
+                      help="debug output, with the name of the module that logs it")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -49,8 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from iass.errors import IassError
+    from iass.log import setup_logging
+
+    # a subcommand's own --quiet (e.g. `iass train --quiet`) counts as the global one
+    quiet = args.log_quiet or bool(getattr(args, "quiet", False))
+    setup_logging(1 if args.log_verbose else -1 if quiet else 0)
     try:
         rc = args.func(args)
+    except IassError as exc:
+        # library errors carry one line naming the file / source / key; no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from iass import REPO_ROOT
+from iass.errors import ConfigError
 
 DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
 
@@ -18,14 +19,14 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         params = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise SystemExit(f"params file not found: {path}") from None
+        raise ConfigError(f"params file not found: {path}") from None
     if not isinstance(params, dict):
-        raise SystemExit(f"{path}: expected a mapping at the top level, got {type(params).__name__}")
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(params).__name__}")
     params = copy.deepcopy(params)
     for item in overrides or []:
         key, _, value = item.partition("=")
         if not _:
-            raise SystemExit(f"override {item!r}: expected key.sub=value")
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
         node = params
         parts = key.split(".")
         for part in parts[:-1]:

@@ -14,9 +14,10 @@ from pathlib import Path
 import yaml
 
 from iass import REGISTRY_DIR
+from iass.errors import ConfigError
 
 
-class TaxonomyError(ValueError):
+class TaxonomyError(ConfigError):
     """The taxonomy or a label map is malformed, or a label does not map."""
 
 

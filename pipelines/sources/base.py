@@ -17,8 +17,10 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
+from iass.errors import IassError
 
-class TrackError(Exception):
+
+class TrackError(IassError):
     """A problem with one track: ``path`` is the offending file, ``reason`` one line for humans."""
 
     def __init__(self, path: str | Path, reason: str, native_id: str | None = None):
