@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 LAYOUT_HELP = {
     "medleydb": "<Id>/<Id>_METADATA.yaml, _MIX.wav, _STEMS/, _ACTIVATION_CONF.lab",
@@ -44,14 +43,18 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    """Bad options raise :class:`~iass.errors.ConfigError`, which ``iass.cli.main`` prints as one
+    line (exit 1); so does an OS error (unwritable ``--out``, full disk, missing binary)."""
+    from iass.errors import IassError
+    from iass.log import progress_enabled
     from iass.pipelines.synth.generate import synthesize
 
     try:
         s = synthesize(args.out, args.layout, args.tracks, args.duration, args.seed,
-                       args.instruments, args.workers, progress=not args.no_progress)
-    except (ValueError, RuntimeError, OSError) as exc:
-        print(f"iass synth: error: {exc}", file=sys.stderr)
-        return 1
+                       args.instruments, args.workers,
+                       progress=not args.no_progress and progress_enabled())
+    except OSError as exc:
+        raise IassError(f"synth: {exc}") from exc
     splits = "".join(f", {n} {k}" for k, n in s["splits"].items())
     print(f"synth: {s['songs']} songs ({s['audio_seconds']:.0f} s of mixture, "
           f"{s['stem_seconds']:.0f} s of stems{splits}) in layout {s['layout']} -> {s['out']} "

@@ -7,15 +7,19 @@ larger ``--tracks`` adds songs without changing the first ones.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import multiprocessing as mp
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from iass.errors import ConfigError
 from iass.io import atomic_write_json, clean_temp_files
 from iass.pipelines.synth.compose import INSTRUMENTS
 from iass.pipelines.synth.layouts import LAYOUTS, write_song
 from iass.pipelines.synth.render import SAMPLE_RATE, worker_count
+
+log = logging.getLogger(__name__)
 
 INFO_FILE = "iass_synth.json"   # provenance of a synthesized tree (readers ignore it)
 
@@ -53,16 +57,17 @@ def synthesize_one(job: SynthJob) -> dict:
 
 
 def check_args(layout: str, tracks: int, duration: float, instruments) -> None:
+    """Raise :class:`~iass.errors.ConfigError` (a ``ValueError``) naming the bad option."""
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if tracks < 1:
-        raise ValueError(f"--tracks must be at least 1 (got {tracks})")
+        raise ConfigError(f"--tracks must be at least 1 (got {tracks})")
     if not 2.0 <= duration <= 3600.0:
-        raise ValueError(f"--duration must be between 2 and 3600 seconds (got {duration})")
+        raise ConfigError(f"--duration must be between 2 and 3600 seconds (got {duration})")
     if instruments:
         unknown = [i for i in instruments if i not in INSTRUMENTS]
         if unknown:
-            raise ValueError(f"cannot synthesize {', '.join(unknown)}; instruments: {', '.join(INSTRUMENTS)}")
+            raise ConfigError(f"cannot synthesize {', '.join(unknown)}; instruments: {', '.join(INSTRUMENTS)}")
 
 
 def synthesize(out: str | Path, layout: str, tracks: int, duration: float, seed: int,
@@ -76,6 +81,8 @@ def synthesize(out: str | Path, layout: str, tracks: int, duration: float, seed:
     inst = tuple(instruments) if instruments else None
     jobs = [SynthJob(str(out), layout, int(seed), i, float(duration), inst) for i in range(tracks)]
     n_workers = min(worker_count(workers), len(jobs))
+    log.debug("synth: %d songs of %.1f s, layout %s, seed %d, %d workers -> %s",
+              len(jobs), duration, layout, seed, n_workers, out)
     t0 = time.perf_counter()
     results = []
     bar = None

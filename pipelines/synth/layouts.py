@@ -46,10 +46,11 @@ from pathlib import Path
 
 import numpy as np
 
+from iass.errors import AudioError, ConfigError
 from iass.io import atomic_path, atomic_write_json, atomic_write_parquet, atomic_write_text
 from iass.io import wav_bytes as io_wav_bytes
 from iass.io import write_wav as io_write_wav
-from iass.pipelines.synth.compose import Song
+from iass.pipelines.synth.song import Song
 from iass.pipelines.synth.render import SAMPLE_RATE, to_float
 
 LAYOUTS = ("medleydb", "mixing_secrets", "musdb-hq", "musdb-stems", "native")
@@ -284,7 +285,7 @@ def write_musdb_stems(song: Song, stems: dict, mixture: np.ndarray, out: Path,
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 err = proc.stderr.strip().splitlines()
-                raise RuntimeError(f"{path}: ffmpeg failed ({err[-1] if err else proc.returncode})")
+                raise AudioError(f"{path}: ffmpeg failed ({err[-1] if err else proc.returncode})")
     return {"native_id": musdb_name(song), "split": split}
 
 
@@ -337,5 +338,5 @@ WRITERS = {
 
 def write_song(layout: str, song: Song, stems: dict, mixture: np.ndarray, out: Path) -> dict:
     if layout not in WRITERS:
-        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     return WRITERS[layout](song, stems, mixture, Path(out))

@@ -19,6 +19,7 @@ song gives the same samples on every run.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from functools import lru_cache
@@ -26,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from iass.pipelines.synth.compose import Part, Song
+from iass.errors import AudioError
+from iass.pipelines.synth.song import Part, Song
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 44100
 RELEASE_S = 0.25          # the release margin: sound allowed after a note's offset
@@ -153,13 +157,16 @@ def render_song(song: Song) -> tuple[dict[str, np.ndarray], np.ndarray]:
             count += seg.size
         rms = math.sqrt(energy / count) if count else 0.0
         if rms <= 1e-9:
-            continue    # a part the soundfont does not sound (never with the shipped programs)
+            # a part the soundfont does not sound (never with the shipped programs)
+            log.warning("song %r: %s (program %d) renders silent; left out", song.title,
+                        part.instrument, part.program)
+            continue
         gain = _quantise_gain(REFERENCE_RMS * 10 ** (part.level_db / 20.0) / rms)
         gl, gr = pan_gains(part.pan)
         audio *= np.array([gain * gl, gain * gr], dtype=np.float32)
         leveled[part.instrument] = audio
     if not leveled:
-        raise ValueError(f"song {song.title!r}: no part produced sound")
+        raise AudioError(f"song {song.title!r}: no part produced sound")
     total = np.zeros((n, 2), dtype=np.float32)
     for a in leveled.values():          # in place: np.sum over a stacked list costs 5x more
         total += a
@@ -173,7 +180,7 @@ def render_song(song: Song) -> tuple[dict[str, np.ndarray], np.ndarray]:
         stems[inst] = np.rint(a, out=a).astype(np.int32)
         mixture += stems[inst]
     if np.max(np.abs(mixture)) >= PCM_SCALE:   # cannot happen after normalising; never clip
-        raise ValueError(f"song {song.title!r}: mixture exceeds full scale after normalisation")
+        raise AudioError(f"song {song.title!r}: mixture exceeds full scale after normalisation")
     return stems, mixture.astype(np.int32)
 
 
