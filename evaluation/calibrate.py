@@ -37,10 +37,14 @@ the split being scored). Three criteria (``evaluate.threshold_metric``):
 """
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import replace
 
 import numpy as np
+
+from iass.errors import ConfigError, CorpusError
+
+log = logging.getLogger(__name__)
 
 #: candidate thresholds: 0.05, 0.10, ..., 0.95
 GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -185,13 +189,13 @@ def tune_thresholds(corpus, separator, split: str, config, progress: bool = True
     on ``split``; the score is the F1 or the SDR (dB) of the chosen gate, and ``sdr`` / ``safe``
     add ``gain_db`` (over no weighting)."""
     if metric not in METRICS:
-        raise SystemExit(f"threshold metric must be one of {', '.join(METRICS)}, not {metric!r}")
+        raise ConfigError(f"threshold metric must be one of {', '.join(METRICS)}, not {metric!r}")
     track_ids = corpus.track_ids(split=split)
     if not track_ids:
-        raise SystemExit(f"{corpus.root}: no tracks in split {split!r} to tune thresholds on")
+        raise CorpusError(f"{corpus.root}: no tracks in split {split!r} to tune thresholds on")
     if progress:
-        print(f"tuning activity thresholds of {separator.name} on {len(track_ids)} {split} tracks "
-              f"(best {metric})", file=sys.stderr, flush=True)
+        log.info("tuning activity thresholds of %s on %d %s tracks (best %s)",
+                 separator.name, len(track_ids), split, metric)
     out = {}
     if metric == "f1":
         per_target = split_activity(corpus, separator, track_ids, config)

@@ -22,6 +22,7 @@ Tracks are scored in parallel worker processes; everything is read through
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -31,7 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from iass.errors import ConfigError, CorpusError
 from iass.evaluation.separate import ORACLE, SeparationConfig
+
+log = logging.getLogger(__name__)
 
 BSS_METRICS = ("SDR", "SIR", "SAR", "ISR")
 ACTIVITY_METRICS = ("precision", "recall", "f1", "auc")
@@ -156,33 +160,43 @@ def _run_name(source) -> str:
 
 
 # ------------------------------------------------------------------------- one track
-def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: list[Method],
-                targets: list[str], config: EvaluateConfig) -> dict:
-    """Everything for one track: BSS rows, activity rows, and the per-frame activity of every
-    IASS run (for scores pooled over the corpus). Runs in a worker process."""
-    from iass.evaluation.metrics import (SILENCE_METRICS, activity_scores, score_target,
-                                         silence_scores, window_activity, window_bounds)
-    from iass.evaluation.references import ideal_binary_mask
-    from iass.evaluation.separate import separate_variants
-    from iass.pipelines.corpus_format import Corpus
+@dataclass
+class _Track:
+    """What every method of one track is scored against, read once from the corpus."""
 
-    corpus = Corpus(corpus_root)
+    track_id: str
+    base: dict                       # the columns every row of the track carries
+    sr: int
+    hop: int                         # the corpus' label hop
+    mixture: np.ndarray              # (n, 2)
+    known: list[str]                 # targets whose audio the corpus knows
+    scored: list[str]                # known targets that sound somewhere (BSS Eval)
+    references: dict[str, np.ndarray]
+    truth_of: dict[str, np.ndarray]  # activity labels per target (NaN: unknown)
+
+
+def _read_track(corpus, track_id: str, runs: list[RunSpec], targets: list[str]) -> _Track:
     row = corpus.track(track_id)
-    sr = int(row["sample_rate"])
-    mixture = corpus.read_mixture(track_id)
-    n = len(mixture)
-    win = int(round(config.win_seconds * sr))
     known = [t for t in targets if corpus.target_known(track_id, t)]
     # the track's activity labels, read once: window classes, the oracle gate, activity scores
     names = list(dict.fromkeys([*targets, *(t for r in runs for t in r.targets)]))
-    truth_of = dict(zip(names, corpus.read_activity(track_id, names)))
     references = {t: corpus.read_target(track_id, t) for t in known}
     # BSS metrics need the target to sound somewhere; PES/EPS are scored on every known target
     # (a track without the target is where leakage and muting matter most)
-    scored = [t for t in known if np.any(references[t] != 0)]
+    return _Track(track_id, {"track_id": track_id, "source": row["source"]},
+                  int(row["sample_rate"]), int(corpus.hop), corpus.read_mixture(track_id), known,
+                  [t for t in known if np.any(references[t] != 0)], references,
+                  dict(zip(names, corpus.read_activity(track_id, names))))
 
-    estimates: dict[str, dict[str, np.ndarray]] = {}     # method label -> target -> (n, 2)
-    activity: dict[str, dict] = {}                        # run name -> target -> (prob, dec)
+
+def _separate_runs(track: _Track, runs: list[RunSpec], methods: list[Method],
+                   config: EvaluateConfig) -> tuple[dict, dict]:
+    """Every run's estimates ({method label: {target: (n, 2)}}, one pass of each network for all
+    its weightings) and the activity of the runs that have it ({run: {target: (prob, dec, hop)}})."""
+    from iass.evaluation.separate import separate_variants
+
+    estimates: dict[str, dict[str, np.ndarray]] = {}
+    activity: dict[str, dict] = {}
     by_run: dict[int, list[Method]] = {}
     for m in methods:
         if m.run_index is not None:
@@ -190,16 +204,16 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
     for i, ms in by_run.items():
         spec = runs[i]
         sep = _load(spec.source, config.device, config.checkpoint)
-        if int(sep.sample_rate) != sr:
+        if int(sep.sample_rate) != track.sr:
             raise ValueError(f"{_run_name(spec.source)}: model rate {sep.sample_rate} Hz != corpus "
-                             f"rate {sr} Hz ({track_id})")
+                             f"rate {track.sr} Hz ({track.track_id})")
         weightings = tuple(dict.fromkeys(m.weighting for m in ms))
         sep_config = (config.separation if spec.thresholds is None
                       else replace(config.separation, threshold=spec.thresholds))
         oracle = None
         if ORACLE in weightings:       # the labels as the gate (NaN: unknown, left open)
-            oracle = np.stack([truth_of[t] for t in sep.targets])
-        results = separate_variants(mixture, sep, sep_config, weightings, oracle)
+            oracle = np.stack([track.truth_of[t] for t in sep.targets])
+        results = separate_variants(track.mixture, sep, sep_config, weightings, oracle)
         for m in ms:
             res = results[m.weighting]
             estimates[m.label] = {t: res.estimates[k] for k, t in enumerate(res.targets)}
@@ -207,62 +221,108 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
         if first.probability is not None:
             activity[ms[0].run] = {t: (first.probability[k], first.decision[k], int(sep.hop))
                                    for k, t in enumerate(first.targets)}
-    if known:
-        ibm = ideal_binary_mask(lambda s, c: mixture[s: s + c],
-                                [(lambda s, c, r=references[t]: r[s: s + c]) for t in known],
-                                n, config.n_fft or 4096, config.hop or corpus.hop)
-        estimates[IBM] = {t: ibm[k] for k, t in enumerate(known)}
-        estimates[INPUT] = {t: mixture for t in known}
+    return estimates, activity
 
-    base = {"track_id": track_id, "source": row["source"]}
+
+def _reference_estimates(track: _Track, config: EvaluateConfig) -> dict:
+    """The IBM (upper bound) and the mixture itself (lower bound) for every known target."""
+    from iass.evaluation.references import ideal_binary_mask
+
+    if not track.known:
+        return {}
+    mixture, refs = track.mixture, track.references
+    ibm = ideal_binary_mask(lambda s, c: mixture[s: s + c],
+                            [(lambda s, c, r=refs[t]: r[s: s + c]) for t in track.known],
+                            len(mixture), config.n_fft or 4096, config.hop or track.hop)
+    return {IBM: {t: ibm[k] for k, t in enumerate(track.known)},
+            INPUT: {t: mixture for t in track.known}}
+
+
+def _target_scores(track: _Track, t: str, stacked: np.ndarray, win: int) -> tuple[dict, tuple]:
+    """{metric: (n_methods,)} of one target (PES/EPS always; BSS Eval and the window classes when
+    it sounds) and the window-class metrics it has."""
+    from iass.evaluation.metrics import score_target, silence_scores, window_activity, window_bounds
+
+    ref = track.references[t]
+    scores = silence_scores(ref, stacked, win, win)
+    if t not in track.scored:
+        return scores, ()
+    # every method's estimate of this target in one call: the filters' system is solved once
+    bss = score_target(ref, track.mixture - ref, stacked, win, win)
+    scores.update(bss.medians())
+    truth = track.truth_of[t]
+    if np.isnan(truth).all():
+        return scores, ()
+    share = window_activity(truth, track.hop, window_bounds(min(len(ref), stacked.shape[1]), win, win))
+    if len(share) != bss.sdr.shape[1]:
+        raise AssertionError(f"{track.track_id} {t}: {len(share)} label windows != "
+                             f"{bss.sdr.shape[1]} BSS windows")
+    with np.errstate(invalid="ignore"):
+        for name, select in (("partial", (share > 0) & (share < 1)), ("active", share == 1)):
+            scores[f"SDR_{name}"], scores[f"windows_{name}"] = bss.median_where(select)
+    return scores, WINDOW_CLASS_METRICS
+
+
+def _bss_rows(track: _Track, estimates: dict, methods: list[Method], config: EvaluateConfig) -> list[dict]:
+    from iass.evaluation.metrics import SILENCE_METRICS
+
+    win = int(round(config.win_seconds * track.sr))
     rows = []
-    for t in known:
+    for t in track.known:
         labels = [m.label for m in methods if t in estimates.get(m.label, {})]
         stacked = np.stack([estimates[lab][t] for lab in labels])
-        scores = silence_scores(references[t], stacked, win, win)
-        extra: tuple[str, ...] = ()
-        if t in scored:
-            # every method's estimate of this target in one call: the filters' system is solved once
-            bss = score_target(references[t], mixture - references[t], stacked, win, win)
-            scores.update(bss.medians())
-            truth = truth_of[t]
-            if not np.isnan(truth).all():
-                share = window_activity(truth, corpus.hop, window_bounds(
-                    min(len(references[t]), stacked.shape[1]), win, win))
-                if len(share) != bss.sdr.shape[1]:
-                    raise AssertionError(f"{track_id} {t}: {len(share)} label windows != "
-                                         f"{bss.sdr.shape[1]} BSS windows")
-                with np.errstate(invalid="ignore"):
-                    for name, select in (("partial", (share > 0) & (share < 1)), ("active", share == 1)):
-                        scores[f"SDR_{name}"], scores[f"windows_{name}"] = bss.median_where(select)
-                extra = WINDOW_CLASS_METRICS
+        scores, extra = _target_scores(track, t, stacked, win)
         for e, lab in enumerate(labels):
             run = next(m.run for m in methods if m.label == lab)
-            for metric in (BSS_METRICS if t in scored else ()) + extra + SILENCE_METRICS:
-                rows.append({**base, "target": t, "method": lab, "run": run,
+            for metric in (BSS_METRICS if t in track.scored else ()) + extra + SILENCE_METRICS:
+                rows.append({**track.base, "target": t, "method": lab, "run": run,
                              "metric": metric, "value": float(scores[metric][e])})
+    return rows
 
+
+def _activity_rows(track: _Track, activity: dict, methods: list[Method],
+                   targets: list[str]) -> tuple[list[dict], dict]:
+    """Per-track activity scores of every run and target, and the labelled frames (pooled over
+    the corpus by the report)."""
+    from iass.evaluation.metrics import activity_scores
+
+    rows = []
     frames: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for run_name, per_target in activity.items():
         label = next(m.label for m in methods if m.run == run_name and m.run_index is not None)
         for t, (prob, dec, hop) in per_target.items():
             if t not in targets:
                 continue
-            if hop != corpus.hop:
-                raise ValueError(f"{run_name}: model hop {hop} != corpus label hop {corpus.hop}; "
+            if hop != track.hop:
+                raise ValueError(f"{run_name}: model hop {hop} != corpus label hop {track.hop}; "
                                  "activity cannot be scored frame by frame")
-            truth = truth_of[t]
+            truth = track.truth_of[t]
             m_frames = min(len(truth), len(prob))
             truth, p, d = truth[:m_frames], prob[:m_frames], dec[:m_frames]
             if np.isnan(truth).all():
                 continue                                  # the corpus does not annotate it
             s = activity_scores(p, d, truth)
             for metric in ACTIVITY_METRICS:
-                rows.append({**base, "target": t, "method": _activity_label(label), "run": run_name,
-                             "metric": metric, "value": float(s[metric])})
+                rows.append({**track.base, "target": t, "method": _activity_label(label),
+                             "run": run_name, "metric": metric, "value": float(s[metric])})
             labelled = ~np.isnan(truth)
             frames[(run_name, t)] = (p[labelled], d[labelled], truth[labelled])
-    return {"track_id": track_id, "rows": rows, "frames": frames, "scored_targets": scored}
+    return rows, frames
+
+
+def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: list[Method],
+                targets: list[str], config: EvaluateConfig) -> dict:
+    """Everything for one track: BSS rows, activity rows, and the per-frame activity of every
+    IASS run (for scores pooled over the corpus). Runs in a worker process."""
+    from iass.pipelines.corpus_format import Corpus
+
+    track = _read_track(Corpus(corpus_root), track_id, runs, targets)
+    estimates, activity = _separate_runs(track, runs, methods, config)
+    estimates.update(_reference_estimates(track, config))
+    rows = _bss_rows(track, estimates, methods, config)
+    activity_rows, frames = _activity_rows(track, activity, methods, targets)
+    return {"track_id": track_id, "rows": rows + activity_rows, "frames": frames,
+            "scored_targets": track.scored}
 
 
 def _activity_label(method_label: str) -> str:
@@ -281,25 +341,9 @@ def _score_task(args) -> dict:
     return score_track(*args)
 
 
-def evaluate(corpus_root: str | Path, run_sources: list, out_dir: str | Path,
-             config: EvaluateConfig = EvaluateConfig(), progress: bool = True) -> dict:
-    """Evaluate ``run_sources`` (run directories or separator objects) on a corpus split and
-    write the report into ``out_dir``. Returns the summary dict (also in metrics.json)."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    import multiprocessing as mp
-
-    from tqdm import tqdm
-
-    from iass.evaluation import report
-    from iass.pipelines.corpus_format import Corpus
-
-    corpus_root = str(Path(corpus_root))
-    corpus = Corpus(corpus_root)
-    track_ids = corpus.track_ids(split=config.split)
-    if config.limit:
-        track_ids = track_ids[: config.limit]
-    if not track_ids:
-        raise SystemExit(f"{corpus_root}: no tracks in split {config.split!r}")
+def _prepare(corpus, run_sources: list, config: EvaluateConfig, progress: bool):
+    """The runs (thresholds tuned when asked), the configuration with the IBM's STFT filled in,
+    the methods and the targets of an evaluation."""
     runs = describe_runs(run_sources, config.device, config.checkpoint)
     if runs and (config.n_fft is None or config.hop is None):
         # the ideal binary mask on the models' own STFT (the first run's)
@@ -313,13 +357,23 @@ def evaluate(corpus_root: str | Path, run_sources: list, out_dir: str | Path,
                    or corpus.taxonomy.targets)
     unknown = [t for t in targets if t not in corpus.taxonomy]
     if unknown:
-        raise SystemExit(f"unknown targets {unknown} (taxonomy of {corpus_root})")
+        raise ConfigError(f"unknown targets {unknown} (taxonomy of {corpus.root})")
+    return runs, config, methods, targets
 
-    tasks = [(corpus_root, tid, runs, methods, targets, config) for tid in track_ids]
+
+def _score_all(tasks: list[tuple], workers: int, progress: bool) -> list[dict]:
+    """:func:`score_track` of every task, in ``workers`` processes, sorted by track id."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    from iass.log import progress_enabled
+
     results = []
-    workers = max(1, min(int(config.workers or 1), len(tasks)))
-    bar = tqdm(total=len(tasks), desc="evaluate", unit="track", disable=not progress,
-               file=sys.stderr)
+    workers = max(1, min(int(workers or 1), len(tasks)))
+    bar = tqdm(total=len(tasks), desc="evaluate", unit="track",
+               disable=not (progress and progress_enabled()), file=sys.stderr)
     if workers == 1:
         for task in tasks:
             results.append(_score_task(task))
@@ -333,10 +387,29 @@ def evaluate(corpus_root: str | Path, run_sources: list, out_dir: str | Path,
                 results.append(fut.result())
                 bar.update()
     bar.close()
-    results.sort(key=lambda r: r["track_id"])
+    return sorted(results, key=lambda r: r["track_id"])
+
+
+def evaluate(corpus_root: str | Path, run_sources: list, out_dir: str | Path,
+             config: EvaluateConfig = EvaluateConfig(), progress: bool = True) -> dict:
+    """Evaluate ``run_sources`` (run directories or separator objects) on a corpus split and
+    write the report into ``out_dir``. Returns the summary dict (also in metrics.json)."""
+    from iass.evaluation import report
+    from iass.pipelines.corpus_format import Corpus
+
+    corpus_root = str(Path(corpus_root))
+    corpus = Corpus(corpus_root)
+    track_ids = corpus.track_ids(split=config.split)
+    if config.limit:
+        track_ids = track_ids[: config.limit]
+    if not track_ids:
+        raise CorpusError(f"{corpus_root}: no tracks in split {config.split!r}")
+    runs, config, methods, targets = _prepare(corpus, run_sources, config, progress)
+    tasks = [(corpus_root, tid, runs, methods, targets, config) for tid in track_ids]
+    results = _score_all(tasks, config.workers, progress)
     summary = report.write_report(out_dir, results, methods, targets, corpus, config, runs)
-    print(f"evaluated {len(track_ids)} tracks x {len(targets)} targets x {len(methods)} methods "
-          f"-> {out_dir}", file=sys.stderr)
+    log.info("evaluated %d tracks x %d targets x %d methods -> %s",
+             len(track_ids), len(targets), len(methods), out_dir)
     return summary
 
 
@@ -345,8 +418,8 @@ def calibrate_runs(corpus, runs: list[RunSpec], config: EvaluateConfig, progress
     from iass.evaluation.calibrate import tune_thresholds
 
     if config.threshold_split == config.split:
-        raise SystemExit(f"evaluate.threshold_split = {config.split!r} is the split being scored: "
-                         "thresholds must be tuned on held-out tracks (e.g. valid)")
+        raise ConfigError(f"evaluate.threshold_split = {config.split!r} is the split being scored: "
+                          "thresholds must be tuned on held-out tracks (e.g. valid)")
     out = []
     for spec in runs:
         if spec.has_activity:
@@ -357,8 +430,8 @@ def calibrate_runs(corpus, runs: list[RunSpec], config: EvaluateConfig, progress
             if progress:
                 what = ("F1 {score:.2f}" if config.threshold_metric == "f1"
                         else "{gain_db:+.2f} dB over no weighting")
-                print("  " + ", ".join(f"{t} {v['threshold']:.2f} (" + what.format(**v) + ")"
-                                       for t, v in tuned.items()), file=sys.stderr, flush=True)
+                log.info("  %s", ", ".join(f"{t} {v['threshold']:.2f} (" + what.format(**v) + ")"
+                                                for t, v in tuned.items()))
         out.append(spec)
     return out
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iass.errors import ConfigError
 from iass.io import atomic_path, atomic_write_json, atomic_write_parquet, atomic_write_text
 
 SUMMARY = "summary.md"
@@ -290,5 +291,5 @@ def show(out_dir) -> str:
     """The summary of an evaluation directory (``iass report show DIR``)."""
     path = Path(out_dir) / SUMMARY
     if not path.is_file():
-        raise SystemExit(f"{path}: no evaluation summary here (run `iass evaluate --out {out_dir}` first)")
+        raise ConfigError(f"{path}: no evaluation summary here (run `iass evaluate --out {out_dir}` first)")
     return path.read_text()

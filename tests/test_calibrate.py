@@ -10,6 +10,7 @@ import pytest
 from scipy.signal import medfilt
 
 from eval_corpus_fixture import BandSeparator, write_eval_corpus
+from iass.errors import ConfigError
 from iass.evaluation.calibrate import (GRID, OPEN, TIE_DB, best_gate, best_threshold, gate_energies,
                                       gate_score, tune_thresholds)
 from iass.evaluation.evaluate import EvaluateConfig, evaluate
@@ -87,7 +88,7 @@ def test_evaluate_tunes_on_the_valid_split_and_applies_the_thresholds(tmp_path):
     assert a.equals(b)
     plain = json.loads((tmp_path / "explicit" / "metrics.json").read_text())
     assert plain["thresholds"] == {}
-    with pytest.raises(SystemExit, match="split being scored"):
+    with pytest.raises(ConfigError, match="split being scored"):
         evaluate(root, [sep], tmp_path / "bad", EvaluateConfig(threshold_split="test"), progress=False)
 
 
@@ -238,5 +239,5 @@ def test_evaluate_tunes_gates_by_sdr_on_the_valid_split(tmp_path):
     assert metrics["thresholds"] == {"band": {t: v["threshold"] for t, v in safe.items()}}
     summary = (tmp_path / "safe" / "summary.md").read_text()
     assert "nearest 0.5" in summary and "(threshold tuned per target, below" in summary
-    with pytest.raises(SystemExit, match="threshold metric"):
+    with pytest.raises(ConfigError, match="threshold metric"):
         tune_thresholds(Corpus(root), sep, "valid", SeparationConfig(), progress=False, metric="auc")
