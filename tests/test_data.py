@@ -9,7 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from corpus_fixture import FixtureTrack, frame_labels, gate, write_fixture_corpus
+from corpus_fixtures import FixtureTrack, frame_labels, gate, write_fixture_corpus
+from iass.errors import ConfigError
 from iass.pipelines.corpus_format import Corpus
 from iass.training.data import (ChunkConfig, StepBatchSampler, TrainChunks, ValidChunks, loader_options,
                                 magnitude)
@@ -197,7 +198,7 @@ def test_present_draw_takes_only_tracks_where_the_target_plays(corpus):
             drawn_known[t].add(known.plan(i)[0][k][0])
     assert drawn == plays
     assert drawn_known["acoustic_guitar"] > plays["acoustic_guitar"]
-    with pytest.raises(SystemExit, match="target_tracks"):
+    with pytest.raises(ConfigError, match="target_tracks"):
         ChunkConfig.from_params({"chunk_seconds": 1.0, "target_tracks": "playing"}, TARGETS, HOP, 44100)
 
 
@@ -228,7 +229,7 @@ def test_active_offsets_draw_chunks_where_the_target_plays(corpus):
     i = next(i for i in range(50) if "musdb" not in active.plan(i)[0][-1][0])
     _, _, known, activity = active[i]
     assert bool(known.all()) and bool((activity > 0.5).any(dim=1).all())   # its labels agree
-    with pytest.raises(SystemExit, match="target_offsets"):
+    with pytest.raises(ConfigError, match="target_offsets"):
         ChunkConfig.from_params({"chunk_seconds": 1.0, "target_offsets": "busy"}, TARGETS, HOP, 44100)
 
 

@@ -60,7 +60,7 @@ def test_without_activity_the_loss_is_the_mse():
 
 
 def test_target_weights_scale_each_targets_squared_error():
-    from iass.training.train import balance_weights
+    from iass.training.stats import balance_weights
 
     g = torch.Generator().manual_seed(5)
     est, tgt = torch.rand(4, 3, 2, 9, 7, generator=g), torch.rand(4, 3, 2, 9, 7, generator=g)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from iass.errors import ConfigError
 from iass.training.iass_model import IASSModel, IASSNet, count_parameters, frequency_sizes
 from iass.training.presets import IASS_PRESETS, bandwidth_to_max_bin, resolve_iass
 
@@ -128,7 +129,7 @@ def test_cpu_preset_is_much_cheaper_than_paper():
 def test_preset_overrides_and_unknown_preset():
     cfg = resolve_iass({"preset": "cpu", "channels": [4, 8, 12]}, 44100, 1024)
     assert cfg["channels"] == [4, 8, 12] and cfg["n_fft"] == IASS_PRESETS["cpu"]["n_fft"]
-    with pytest.raises(SystemExit, match="unknown preset"):
+    with pytest.raises(ConfigError, match="unknown preset"):
         resolve_iass({"preset": "huge"}, 44100, 1024)
 
 

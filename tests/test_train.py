@@ -14,12 +14,14 @@ import pytest
 import torch
 import yaml
 
-from corpus_fixture import write_fixture_corpus
+from corpus_fixtures import default_fixture_tracks, write_fixture_corpus
 from iass.config import load_params
+from iass.errors import ConfigError, CorpusError, RunError
 from iass.training import run as runlib
 from iass.training.data import magnitude
 from iass.training.inference import load_separator
-from iass.training.train import train
+from iass.training.config import TrainConfig, resolve_train_params
+from iass.training.train import Trainer, train
 
 HOP = 256
 TINY = [
@@ -44,8 +46,9 @@ def tiny_params(*extra):
 
 
 def cli(corpus, run_dir, model, *extra):
+    # no --quiet: the per-epoch lines (logged to stderr) are what the kill test waits for
     args = ["--model", model, "--corpus", str(corpus), "--run-dir", str(run_dir), "--device", "cpu",
-            "--targets", *TARGETS, "--quiet"]
+            "--targets", *TARGETS]
     for o in TINY:
         args += ["-S", o]
     return args + list(extra)
@@ -124,7 +127,7 @@ def test_resume_after_sigkill_is_bit_identical(corpus, tmp_path, model):
                           *cli(corpus, killed, model, "--max-steps", str(steps), "--resume")],
                          capture_output=True, text=True, env=ENV, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "resuming" in out.stdout
+    assert "resuming" in out.stderr   # logged (stderr); stdout has the result line
     final, ref = weights(killed), weights(reference)
     assert final["position"]["step"] == steps
     assert_same_tensors(final["model"], ref["model"])
@@ -137,9 +140,9 @@ def test_resume_after_sigkill_is_bit_identical(corpus, tmp_path, model):
 def test_an_existing_run_is_neither_overwritten_nor_resumed_with_other_params(corpus, tmp_path):
     run_dir = tmp_path / "run"
     train(corpus, run_dir, "umx", tiny_params(), targets=TARGETS, max_steps=3, device="cpu", quiet=True)
-    with pytest.raises(SystemExit, match="--resume"):
+    with pytest.raises(RunError, match="--resume"):
         train(corpus, run_dir, "umx", tiny_params(), targets=TARGETS, max_steps=3, device="cpu")
-    with pytest.raises(SystemExit, match="differ"):
+    with pytest.raises(RunError, match="differ"):
         train(corpus, run_dir, "umx", tiny_params("train.lr=0.1"), targets=TARGETS, max_steps=6,
               device="cpu", resume=True)
     # a longer budget is fine: the run continues
@@ -187,3 +190,68 @@ def test_separators_for_evaluation(corpus, tmp_path):
                 est, _ = sep.model(mag[None])
             torch.testing.assert_close(mask * mag, est[0], rtol=1e-4, atol=1e-6)
         assert load_separator(run_dir, checkpoint="last").targets == TARGETS
+
+
+def test_a_corpus_without_a_valid_split_fails_before_the_first_step(tmp_path, monkeypatch):
+    """No `valid` tracks: a CorpusError when the trainer is made, before any statistics or
+    optimizer step (it used to train first and fail at the first validation)."""
+    root = tmp_path / "corpus"
+    write_fixture_corpus(root, [t for t in default_fixture_tracks() if t.split != "valid"], hop=HOP)
+
+    def no_step(*_, **__):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(Trainer, "_start_or_resume", no_step)
+    monkeypatch.setattr(Trainer, "_run_epoch", no_step)
+    with pytest.raises(CorpusError, match="no tracks in split 'valid'"):
+        train(root, tmp_path / "run", "iass", tiny_params(), targets=TARGETS, max_steps=3, device="cpu",
+              quiet=True)
+    assert not (tmp_path / "run").exists()
+    out = subprocess.run([sys.executable, "-m", "iass.cli", "train", *cli(root, tmp_path / "run", "umx")],
+                         capture_output=True, text=True, env=ENV, timeout=120)
+    assert out.returncode == 1 and out.stderr.startswith("error: ") and "'valid'" in out.stderr, out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_what_the_config_cannot_support_fails_before_training(corpus, tmp_path):
+    def make(*extra, targets=TARGETS, kind="iass"):
+        params, config = resolve_train_params(tiny_params(*extra), targets=targets, device="cpu")
+        return Trainer(corpus, tmp_path / "run", kind, params, config)
+
+    with pytest.raises(ConfigError, match="train.steps_per_epoch"):
+        make("train.steps_per_epoch=0")
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        make("train.batch_size=lots")
+    with pytest.raises(ConfigError, match="target_balance needs train.stats_examples"):
+        make("train.stats_examples=0", "model.iass.target_balance=true")
+    with pytest.raises(ConfigError, match="ukulele"):
+        make(targets=["vocals", "ukulele"])
+    with pytest.raises(ConfigError, match="--model"):
+        make(kind="demucs")
+    with pytest.raises(CorpusError, match="hop"):
+        make("stft.hop=512")
+    with pytest.raises(CorpusError, match="not a built corpus"):
+        Trainer(tmp_path / "nowhere", tmp_path / "run", "umx", tiny_params())
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_config_defaults_and_overrides():
+    """Each knob's default lives in TrainConfig; the train section and the command line's
+    overrides meet in resolve_train_params, which also returns the params the run records."""
+    assert TrainConfig.from_section({}) == TrainConfig() and TrainConfig().seed == 42
+    from iass.training.data import ChunkConfig
+
+    assert ChunkConfig(targets=("vocals",), chunk_samples=4096, hop=256).seed == TrainConfig.seed
+    params = load_params(None)
+    recorded, cfg = resolve_train_params(params, targets=["bass"], max_steps=7, device="cpu")
+    assert recorded["train"]["targets"] == ["bass"] and recorded["train"]["max_steps"] == 7
+    assert params["train"]["targets"] != ["bass"]          # the caller's params stay as they were
+    assert cfg.targets == ("bass",) and cfg.max_steps == 7 and cfg.device == "cpu"
+    for key, value in params["train"].items():
+        if key not in ("targets", "max_steps", "device", "gain"):
+            assert getattr(cfg, key) == value, key
+    assert cfg.gain == tuple(params["train"]["gain"])
+    assert TrainConfig.from_section({"max_steps": 0, "gain": None}).max_steps is None
+    assert TrainConfig.from_section({"gain": None}).gain == (1.0, 1.0)   # no random gain
+    assert TrainConfig(epochs=3, steps_per_epoch=4, max_steps=100).last_step() == 12
+    assert TrainConfig(epochs=3, steps_per_epoch=4, max_steps=5).stop_reason() == "max_steps"

@@ -36,15 +36,21 @@ def add_parser(sub) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps budget (default: train.max_steps)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="default: train.device (auto = CUDA when present)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar (validation lines stay)")
+    p.add_argument("--quiet", action="store_true",
+                   help="only warnings and errors: no progress bar, no per-epoch lines (as iass -q); "
+                        "the result line stays")
     p.set_defaults(func=run_train)
 
 
 def run_train(args) -> int:
     from iass.config import load_params
-    from iass.training.train import train
+    from iass.training.device import is_main_process
+    from iass.training.train import summary_line, train
 
     params = load_params(args.params, args.overrides)
-    train(args.corpus, args.run_dir, args.model, params, targets=args.targets, resume=args.resume,
-          overwrite=args.overwrite, max_steps=args.max_steps, device=args.device, quiet=args.quiet)
+    metrics = train(args.corpus, args.run_dir, args.model, params, targets=args.targets,
+                    resume=args.resume, overwrite=args.overwrite, max_steps=args.max_steps,
+                    device=args.device, quiet=args.quiet)
+    if is_main_process():
+        print(summary_line(metrics, args.run_dir), flush=True)
     return 0

@@ -35,6 +35,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from iass.errors import ConfigError, CorpusError
+from iass.training.config import TARGET_OFFSETS, TARGET_TRACKS, TrainConfig  # noqa: F401 (re-exported)
+
 CHANNELS = 2
 
 #: Worker processes are spawned, never forked: the parent has polars (and torch's OpenMP) thread
@@ -52,15 +55,19 @@ def loader_options(workers: int) -> dict:
 
 @dataclass(frozen=True)
 class ChunkConfig:
+    """What the datasets draw. Built from params.yaml by :meth:`TrainConfig.chunk_config`; the
+    defaults here are :class:`TrainConfig`'s, except ``gain``: a ChunkConfig built by hand
+    augments like Open-Unmix, a params file without ``train.gain`` draws no random gain."""
+
     targets: tuple[str, ...]
     chunk_samples: int
     hop: int
-    seed: int = 42
-    random_track_mix: bool = True
-    gain: tuple[float, float] = (0.25, 1.25)
-    channel_swap: bool = True
-    target_tracks: str = "known"     # known | present: the pool each target slot is drawn from
-    target_offsets: str = "uniform"  # uniform | active: where in that track a target slot starts
+    seed: int = TrainConfig.seed
+    random_track_mix: bool = TrainConfig.random_track_mix
+    gain: tuple[float, float] = (0.25, 1.25)   # Open-Unmix's random source gain
+    channel_swap: bool = TrainConfig.channel_swap
+    target_tracks: str = TrainConfig.target_tracks    # known | present: the pool each target slot is drawn from
+    target_offsets: str = TrainConfig.target_offsets  # uniform | active: where in that track a target slot starts
 
     @property
     def num_frames(self) -> int:
@@ -69,30 +76,8 @@ class ChunkConfig:
 
     @classmethod
     def from_params(cls, train: dict, targets, hop: int, sample_rate: int) -> "ChunkConfig":
-        gain = train.get("gain") or (1.0, 1.0)
-        return cls(
-            targets=tuple(targets),
-            chunk_samples=int(round(float(train["chunk_seconds"]) * sample_rate)),
-            hop=int(hop),
-            seed=int(train.get("seed", 42)),
-            random_track_mix=bool(train.get("random_track_mix", True)),
-            gain=(float(gain[0]), float(gain[1])),
-            channel_swap=bool(train.get("channel_swap", True)),
-            target_tracks=_choice("target_tracks", train.get("target_tracks", "known"), TARGET_TRACKS),
-            target_offsets=_choice("target_offsets", train.get("target_offsets", "uniform"),
-                                   TARGET_OFFSETS),
-        )
-
-
-TARGET_TRACKS = ("known", "present")
-TARGET_OFFSETS = ("uniform", "active")
-
-
-def _choice(key: str, value, allowed: tuple[str, ...]) -> str:
-    value = str(value)
-    if value not in allowed:
-        raise SystemExit(f"params.yaml train.{key}: {value!r}, expected one of {', '.join(allowed)}")
-    return value
+        """From a params ``train`` section (through :class:`TrainConfig`: its defaults, its checks)."""
+        return TrainConfig.from_section(train).chunk_config(targets, hop, sample_rate)
 
 
 @dataclass
@@ -115,7 +100,7 @@ class SplitIndex:
     def build(cls, corpus, split: str, targets, draw: str = "known") -> "SplitIndex":
         ids = corpus.track_ids(split=split)
         if not ids:
-            raise SystemExit(f"{corpus.root}: no tracks in split {split!r}")
+            raise CorpusError(f"{corpus.root}: no tracks in split {split!r}")
         tax = corpus.taxonomy
         for t in targets:
             tax.check(t)
@@ -341,7 +326,7 @@ class StepBatchSampler(Sampler):
 
     def __init__(self, start_step: int, stop_step: int, batch_size: int, rank: int = 0, world: int = 1):
         if batch_size % world:
-            raise SystemExit(f"train.batch_size {batch_size} is not divisible by {world} processes")
+            raise ConfigError(f"train.batch_size {batch_size} is not divisible by {world} processes")
         self.start_step, self.stop_step = int(start_step), int(stop_step)
         self.batch_size, self.rank, self.world = int(batch_size), int(rank), int(world)
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
+from iass.errors import RunError
 from iass.training import run as runlib
+from iass.training.models import ModelSpec
 
 EPS = 1e-10
 
@@ -62,8 +64,6 @@ class Separator:
 
 def load_separator(run_dir, device="cpu", checkpoint: str = "best") -> Separator:
     """The run's model with the weights of ``checkpoint`` (best | last | a path to a .pt)."""
-    from iass.training.train import ModelSpec
-
     run = runlib.RunDir(run_dir)
     name = {"best": runlib.BEST, "last": runlib.LAST}.get(checkpoint)
     if name is not None:
@@ -71,10 +71,10 @@ def load_separator(run_dir, device="cpu", checkpoint: str = "best") -> Separator
     else:
         path = Path(checkpoint)
         if not path.exists():
-            raise SystemExit(f"{path}: no such checkpoint (expected best, last or a .pt path)")
+            raise RunError(f"{path}: no such checkpoint (expected best, last or a .pt path)")
         state = torch.load(path, map_location="cpu", weights_only=False)
     if "weights" not in state:
-        raise SystemExit(f"{run.root}: checkpoint {checkpoint!r} holds no model weights")
+        raise RunError(f"{run.root}: checkpoint {checkpoint!r} holds no model weights")
     spec = ModelSpec(state["kind"], state["model_config"], list(state["targets"]))
     model = spec.build()
     model.load_state_dict(state["weights"])

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from iass.errors import ConfigError
+
 IASS_PRESETS: dict[str, dict[str, Any]] = {
     # biboamy/Source_Separation_Inst (model.py / block.py): n_fft 4096, 16 kHz bandwidth
     # (1487 bins), channels 16/32/48.
@@ -37,7 +39,7 @@ def resolve_iass(model_section: dict[str, Any], sample_rate: int, hop: int) -> d
     """The IASS network configuration: preset, then any explicit override in ``model.iass``."""
     name = str(model_section.get("preset", "paper"))
     if name not in IASS_PRESETS:
-        raise SystemExit(f"params.yaml model.iass.preset: unknown preset {name!r} "
+        raise ConfigError(f"params.yaml model.iass.preset: unknown preset {name!r} "
                          f"(known: {', '.join(IASS_PRESETS)})")
     cfg = dict(IASS_PRESETS[name])
     for key in IASS_KEYS:
@@ -45,7 +47,7 @@ def resolve_iass(model_section: dict[str, Any], sample_rate: int, hop: int) -> d
             cfg[key] = model_section[key]
     cfg["channels"] = [int(c) for c in cfg["channels"]]
     if len(cfg["channels"]) != 3:
-        raise SystemExit(f"params.yaml model.iass.channels: expected 3 values, got {cfg['channels']}")
+        raise ConfigError(f"params.yaml model.iass.channels: expected 3 values, got {cfg['channels']}")
     cfg["n_fft"] = int(cfg["n_fft"])
     cfg.update(
         preset=name,

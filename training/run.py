@@ -32,6 +32,7 @@ import torch
 import yaml
 
 from iass import REPO_ROOT
+from iass.errors import RunError
 from iass.io import atomic_path, atomic_write_json, atomic_write_text
 
 RUN_FILE = "run.json"
@@ -106,7 +107,7 @@ class RunDir:
         try:
             return json.loads(self.path(RUN_FILE).read_text())
         except FileNotFoundError:
-            raise SystemExit(f"{self.path(RUN_FILE)}: not a training run directory (no run.json)") from None
+            raise RunError(f"{self.path(RUN_FILE)}: not a training run directory (no run.json)") from None
 
     def write_run(self, info: dict[str, Any]) -> None:
         atomic_write_json(self.path(RUN_FILE), info)
@@ -133,7 +134,7 @@ class RunDir:
     def load_checkpoint(self, name: str, map_location="cpu") -> dict[str, Any]:
         path = self.path(name)
         if not path.exists():
-            raise SystemExit(f"{path}: no checkpoint to load")
+            raise RunError(f"{path}: no checkpoint to load")
         # weights_only=False: the state holds RNG states and plain python objects we wrote
         return torch.load(path, map_location=map_location, weights_only=False)
 
