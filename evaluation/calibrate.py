@@ -110,7 +110,9 @@ def gate_energies(corpus, separator, track_id: str, config) -> dict[str, tuple]:
     reference ``S`` and of the unweighted estimate ``M X`` and their cross term, from which the
     error of any gate follows. Chunked like separation (bounded memory); only targets whose audio
     the corpus knows."""
-    from iass.evaluation.separate import hann, num_frames, separate_stream, stft_frames
+    from iass.evaluation.separate import separate_stream
+    from iass.evaluation.stft import hann, stft_frames
+    from iass.pipelines.corpus_format import num_frames
 
     if not separator.has_activity:
         raise ValueError(f"{separator.name}: the run has no activity head to calibrate")

@@ -88,7 +88,10 @@ class EvaluateConfig:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    """The key of a method or run in metrics.json: ``'IASS (weighted)'`` -> ``iass_weighted``."""
+    from iass.pipelines.corpus_format import slugify
+
+    return slugify(text, max_len=None, sep="_", fold=False, empty="")
 
 
 # ------------------------------------------------------------------------------- runs

@@ -12,7 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from iass.evaluation.separate import OverlapAdd, hann, num_frames, stft_frames
+from iass.evaluation.stft import OverlapAdd, hann, stft_frames
+from iass.pipelines.corpus_format import num_frames
 
 
 def ideal_binary_mask(read_mixture: Callable[[int, int], np.ndarray],

@@ -7,7 +7,8 @@ A separator is anything with the protocol of ``iass.training.inference.Separator
 
 The track is processed chunk by chunk along STFT frames, so memory is bounded by the chunk
 whatever the track length, and the result equals separating the whole track at once
-(:func:`separate_oneshot`, written with ``torch.stft`` / ``torch.istft``; tests compare them):
+(``tests/_separate_reference.py``, written with ``torch.stft`` / ``torch.istft``; tests compare
+them):
 - each chunk's frames are exactly the frames of ``torch.stft(center=True)`` of the whole track
   (reflect padding at the track's ends only);
 - the model sees ``context_frames`` extra frames on both sides, so a model whose receptive field
@@ -28,6 +29,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
+
+from iass.evaluation.stft import OverlapAdd, hann, stft_frames
+from iass.pipelines.corpus_format import num_frames
 
 WEIGHTINGS = ("none", "hard", "soft")
 #: a variant, not a config weighting: the mask gated by the corpus' own activity labels (a
@@ -98,100 +102,6 @@ class Separation:
     probability: np.ndarray | None = None
     decision: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------------------ STFT pieces
-def hann(n_fft: int):
-    import torch
-
-    return torch.hann_window(n_fft, periodic=True, dtype=torch.float32)
-
-
-def num_frames(n_samples: int, hop: int) -> int:
-    return int(n_samples) // int(hop) + 1
-
-
-def stft_frames(read: Callable[[int, int], np.ndarray], n_samples: int, n_fft: int, hop: int,
-                lo: int, hi: int, window=None):
-    """Frames ``lo..hi-1`` of ``torch.stft(x.T, n_fft, hop, window=hann, center=True)`` of the
-    whole signal, reading only the samples they cover. ``read(start, count)`` -> (count, C).
-    Returns complex64 (C, n_fft // 2 + 1, hi - lo)."""
-    import torch
-
-    half = n_fft // 2
-    if n_samples <= half:
-        raise ValueError(f"signal of {n_samples} samples is too short for n_fft {n_fft} "
-                         f"(reflect padding needs more than {half})")
-    window = hann(n_fft) if window is None else window
-    # sample index (original coordinates) of every position of the frames; reflect at the ends
-    idx = np.arange(lo * hop - half, (hi - 1) * hop + half)
-    idx = np.where(idx < 0, -idx, idx)
-    idx = np.where(idx >= n_samples, 2 * (n_samples - 1) - idx, idx)
-    s0, s1 = int(idx.min()), int(idx.max()) + 1
-    seg = np.asarray(read(s0, s1 - s0), dtype=np.float32)
-    x = torch.from_numpy(np.ascontiguousarray(seg[idx - s0].T))            # (C, L)
-    frames = x.unfold(1, n_fft, hop)                                        # (C, hi - lo, n_fft)
-    return torch.fft.rfft(frames * window, dim=2).transpose(1, 2)          # (C, F, t)
-
-
-class OverlapAdd:
-    """Streaming inverse STFT (``torch.istft(center=True, length=n)``) over consecutive frame
-    chunks: frames are pushed in order, finished samples come out, the tail waits."""
-
-    def __init__(self, n_samples: int, n_fft: int, hop: int, window=None):
-        self.n, self.n_fft, self.hop = int(n_samples), int(n_fft), int(hop)
-        self.window = hann(n_fft) if window is None else window
-        self.n_frames = num_frames(n_samples, hop)
-        self.next_frame = 0
-        self.emitted = 0                    # samples [0, emitted) are out
-        self.buf = None                     # (K, C, m) pending sums from sample `emitted`
-        self.env = None                     # (m,) pending window-square sums
-
-    def push(self, spec) -> np.ndarray:
-        """spec: complex (K, C, F, t) for frames ``next_frame .. next_frame + t - 1``.
-        Returns the finished samples (K, m, C) float32 (m may be 0)."""
-        import torch
-        import torch.nn.functional as F
-
-        K, C, _, t = spec.shape
-        a, b = self.next_frame, self.next_frame + t
-        if b > self.n_frames:
-            raise ValueError(f"pushed frames up to {b} but the track has {self.n_frames}")
-        half = self.n_fft // 2
-        frames = torch.fft.irfft(spec, n=self.n_fft, dim=2) * self.window[:, None]   # (K, C, n_fft, t)
-        span = (t - 1) * self.hop + self.n_fft
-        local = F.fold(frames.reshape(K * C, self.n_fft, t), output_size=(1, span),
-                       kernel_size=(1, self.n_fft), stride=(1, self.hop)).reshape(K, C, span)
-        wsq = (self.window ** 2)[:, None].expand(self.n_fft, t)
-        local_env = F.fold(wsq[None], output_size=(1, span), kernel_size=(1, self.n_fft),
-                           stride=(1, self.hop)).reshape(span)
-        start = a * self.hop - half                   # original sample index of local[0]
-        # keep only samples inside [emitted, n)
-        cut0 = max(self.emitted - start, 0)
-        local, local_env = local[..., cut0:], local_env[cut0:]
-        start += cut0
-        end = min(start + local.shape[-1], self.n)
-        local, local_env = local[..., : max(end - start, 0)], local_env[: max(end - start, 0)]
-        # grow the pending buffer to cover [emitted, end) and add
-        need = max(end - self.emitted, 0)
-        if self.buf is None:
-            self.buf = torch.zeros((K, C, need), dtype=local.dtype)
-            self.env = torch.zeros(need, dtype=local_env.dtype)
-        elif self.buf.shape[-1] < need:
-            grow = need - self.buf.shape[-1]
-            self.buf = F.pad(self.buf, (0, grow))
-            self.env = F.pad(self.env, (0, grow))
-        off = start - self.emitted
-        self.buf[..., off: off + local.shape[-1]] += local
-        self.env[off: off + local_env.shape[-1]] += local_env
-        self.next_frame = b
-        # samples before the first sample of frame b are final
-        ready = self.n if b == self.n_frames else min(self.n, b * self.hop - half)
-        m = max(ready - self.emitted, 0)
-        out = self.buf[..., :m] / self.env[:m].clamp_min(1e-11)
-        self.buf, self.env = self.buf[..., m:], self.env[m:]
-        self.emitted += m
-        return out.permute(0, 2, 1).numpy().astype(np.float32, copy=False)
 
 
 # ------------------------------------------------------------------------- activity weighting
@@ -296,6 +206,52 @@ def _masks(separator, mag):
     return mask, logits
 
 
+def _oracle_gates(weightings: tuple[str, ...], oracle: np.ndarray | None) -> np.ndarray | None:
+    """Checks the weightings; the oracle labels as 0/1 float gates (NaN: unknown, left open)."""
+    for w in weightings:
+        if w not in WEIGHTINGS and not (w == ORACLE and oracle is not None):
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, not {w!r}"
+                             + (" (oracle needs the reference gates)" if w == ORACLE else ""))
+    if oracle is None:
+        return None
+    oracle = np.where(np.isnan(oracle), 1.0, np.asarray(oracle, dtype=np.float64) > 0.5)
+    return oracle.astype(np.float32)
+
+
+def _chunk_masks(read, n_samples: int, separator, window, lo: int, hi: int, a: int, b: int):
+    """The mask (K, C, F, b - a) and mixture STFT (C, F, b - a) of frames [a, b), and the
+    activity logits of the frames [lo, hi) the model saw (or None)."""
+    n_fft, hop = int(separator.n_fft), int(separator.hop)
+    spec = stft_frames(read, n_samples, n_fft, hop, lo, hi, window)     # (C, F, hi - lo)
+    mask, logits = _masks(separator, spec.abs())
+    if mask.ndim != 4 or tuple(mask.shape[1:]) != tuple(spec.shape):
+        raise ValueError(f"separator {separator.name!r}: mask shape {tuple(mask.shape)}, "
+                         f"expected (targets, {', '.join(map(str, spec.shape))})")
+    return mask[..., a - lo: b - lo], spec[..., a - lo: b - lo], logits
+
+
+def _weighted_estimate(mask, mix, weighting: str, prob, decision, oracle, a: int, b: int,
+                       config: SeparationConfig):
+    """The complex estimate (K, C, F, b - a) of one weighting: the mask gated (hard), scaled
+    (soft) or gated by the labels (oracle), on the mixture STFT or through the Wiener filter."""
+    import torch
+
+    weighted = mask
+    if prob is not None and weighting == "hard":
+        weighted = mask * torch.from_numpy(decision.astype(np.float32))[:, None, None, :]
+    elif prob is not None and weighting == "soft":
+        weighted = mask * torch.from_numpy(prob)[:, None, None, :]
+    elif weighting == ORACLE:
+        gate = np.ones((mask.shape[0], b - a), dtype=np.float32)
+        labelled = oracle[:, a:b]
+        gate[:, : labelled.shape[1]] = labelled    # frames past the labels stay open
+        weighted = mask * torch.from_numpy(gate)[:, None, None, :]
+    if config.wiener:
+        return torch.from_numpy(wiener_filter((weighted * mix.abs()).numpy(), mix.numpy(),
+                                              config.wiener_iterations, first_frame=a))
+    return weighted * mix                                                  # mixture phase
+
+
 def separate_stream(read: Callable[[int, int], np.ndarray], n_samples: int, separator,
                     config: SeparationConfig = SeparationConfig(),
                     weightings: tuple[str, ...] | None = None, spectra: bool = False,
@@ -311,60 +267,28 @@ def separate_stream(read: Callable[[int, int], np.ndarray], n_samples: int, sepa
     ``spectrum`` (K, C, F, b - a), the unweighted
     estimate ``mask * mixture STFT`` of the frames (no synthesis; the gate tuner's input).
     Memory: one chunk of frames plus context, whatever ``n_samples``."""
-    import torch
-
     weightings = tuple(weightings or (config.weighting,))
-    for w in weightings:
-        if w not in WEIGHTINGS and not (w == ORACLE and oracle is not None):
-            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, not {w!r}"
-                             + (" (oracle needs the reference gates)" if w == ORACLE else ""))
-    if oracle is not None:
-        oracle = np.where(np.isnan(oracle), 1.0, np.asarray(oracle, dtype=np.float64) > 0.5)
-        oracle = oracle.astype(np.float32)
+    oracle = _oracle_gates(weightings, oracle)
     n_fft, hop = int(separator.n_fft), int(separator.hop)
     T = num_frames(n_samples, hop)
     ctx = _context(separator, config)
     chunk = _chunk_frames(separator, config, T)
     window = hann(n_fft)
     olas = {w: OverlapAdd(n_samples, n_fft, hop, window) for w in weightings}
-    use_activity = bool(separator.has_activity)
     for a in range(0, T, chunk):
         b = min(a + chunk, T)
         lo, hi = max(0, a - ctx), min(T, b + ctx)
-        spec = stft_frames(read, n_samples, n_fft, hop, lo, hi, window)     # (C, F, hi - lo)
-        mask, logits = _masks(separator, spec.abs())
-        if mask.ndim != 4 or tuple(mask.shape[1:]) != tuple(spec.shape):
-            raise ValueError(f"separator {separator.name!r}: mask shape {tuple(mask.shape)}, "
-                             f"expected (targets, {', '.join(map(str, spec.shape))})")
-        mask = mask[..., a - lo: b - lo]
-        mix = spec[..., a - lo: b - lo]
+        mask, mix, logits = _chunk_masks(read, n_samples, separator, window, lo, hi, a, b)
         prob = decision = None
-        if use_activity and logits is not None:
+        if separator.has_activity and logits is not None:
             prob, decision, _ = activity_weights(logits, config, lo, hi, a, b, T)
         if spectra:
             yield {"frames": (a, b), "spectrum": mask * mix, "probability": prob, "decision": decision}
             continue
-        audio = {}
-        for w in weightings:
-            weighted = mask
-            if prob is not None and w == "hard":
-                weighted = mask * torch.from_numpy(decision.astype(np.float32))[:, None, None, :]
-            elif prob is not None and w == "soft":
-                weighted = mask * torch.from_numpy(prob)[:, None, None, :]
-            elif w == ORACLE:
-                gate = np.ones((mask.shape[0], b - a), dtype=np.float32)
-                labelled = oracle[:, a:b]
-                gate[:, : labelled.shape[1]] = labelled    # frames past the labels stay open
-                weighted = mask * torch.from_numpy(gate)[:, None, None, :]
-            if config.wiener:
-                est = torch.from_numpy(wiener_filter((weighted * mix.abs()).numpy(), mix.numpy(),
-                                                     config.wiener_iterations, first_frame=a))
-            else:
-                est = weighted * mix                                              # mixture phase
-            audio[w] = olas[w].push(est)
-        first = olas[weightings[0]]
+        audio = {w: olas[w].push(_weighted_estimate(mask, mix, w, prob, decision, oracle, a, b, config))
+                 for w in weightings}
         m = next(iter(audio.values())).shape[1]
-        yield {"start": first.emitted - m, "audio": audio, "frames": (a, b),
+        yield {"start": olas[weightings[0]].emitted - m, "audio": audio, "frames": (a, b),
                "probability": prob, "decision": decision}
 
 
@@ -398,90 +322,78 @@ def separate_variants(mixture: np.ndarray, separator, config: SeparationConfig,
                           estimates[w], prob, dec) for w in weightings}
 
 
-def separate_oneshot(mixture: np.ndarray, separator, config: SeparationConfig = SeparationConfig()) -> Separation:
-    """The whole track in one pass with ``torch.stft`` / ``torch.istft`` and
-    ``scipy.signal.medfilt``: the reference the chunked path must equal (short tracks only)."""
-    import torch
-    from scipy.signal import medfilt
-
-    n_fft, hop = int(separator.n_fft), int(separator.hop)
-    x = torch.from_numpy(np.ascontiguousarray(np.asarray(mixture, dtype=np.float32).T))
-    window = hann(n_fft)
-    spec = torch.stft(x, n_fft, hop, window=window, center=True, return_complex=True)
-    mask, logits = _masks(separator, spec.abs())
-    prob = dec = None
-    if separator.has_activity and logits is not None:
-        prob = sigmoid(logits).astype(np.float32)
-        raw = (prob >= config.thresholds(prob.shape[0])).astype(np.float64)
-        dec = np.stack([medfilt(r, config.median_frames) for r in raw]) > 0.5
-        if config.weighting == "hard":
-            mask = mask * torch.from_numpy(dec.astype(np.float32))[:, None, None, :]
-        elif config.weighting == "soft":
-            mask = mask * torch.from_numpy(prob)[:, None, None, :]
-    if config.wiener:
-        est = torch.from_numpy(wiener_filter((mask * spec.abs()).numpy(), spec.numpy(),
-                                             config.wiener_iterations))
-    else:
-        est = mask * spec
-    K = est.shape[0]
-    audio = torch.istft(est.reshape(K * 2, *est.shape[2:]), n_fft, hop, window=window,
-                        center=True, length=x.shape[1]).reshape(K, 2, -1)
-    return Separation(list(separator.targets), int(separator.sample_rate), hop,
-                      audio.permute(0, 2, 1).numpy().astype(np.float32), prob, dec)
-
-
 # -------------------------------------------------------------------------- user files
 def separate_file(audio_path, separator, out_dir, config: SeparationConfig = SeparationConfig()) -> dict:
-    """Separate a user's audio file (WAV / FLAC / MP3 / anything ffmpeg decodes) with bounded
-    memory: ``out_dir/<target>.wav`` (float, the model's rate) for every target, and, for a
-    model with activity, ``activity.csv`` + ``activity.parquet`` (one row per frame: time,
-    probability and the applied decision per target). Returns a summary dict."""
-    import contextlib
+    """Separate a user's audio file (any format ffmpeg decodes: WAV, FLAC, MP3, M4A/AAC, OGG,
+    MP4; of a MUSDB ``.stem.mp4`` its mixture, stream 0) with bounded memory:
+    ``out_dir/<target>.wav`` (float, the model's rate) for every target, and, for a model with
+    activity, ``activity.csv`` + ``activity.parquet`` (one row per frame: time, probability and
+    the applied decision per target). Returns a summary dict. An unreadable input is an
+    :class:`iass.errors.AudioError` naming the file."""
     from pathlib import Path
+
+    from iass.evaluation.audio_input import open_mixture
+
+    out_dir = Path(out_dir)
+    sr = int(separator.sample_rate)
+    with open_mixture(audio_path, sr) as mix:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        prob, dec = _write_targets(mix, separator, out_dir, config)
+        n_samples, notes = mix.n_samples, list(mix.notes)
+    files = [str(out_dir / f"{t}.wav") for t in separator.targets]
+    if prob is not None:
+        files += _write_activity(out_dir, separator.targets, prob, dec, int(separator.hop), sr)
+    return {"input": str(audio_path), "samples": n_samples, "seconds": n_samples / sr,
+            "sample_rate": sr, "targets": list(separator.targets), "files": files, "notes": notes,
+            "weighting": config.weighting if prob is not None else "none"}
+
+
+def _write_targets(mix, separator, out_dir, config: SeparationConfig):
+    """Stream the separation of ``mix`` (a MixtureSource) into ``out_dir/<target>.wav``; returns
+    the activity probability and decision (K, T), or (None, None) without activity."""
+    import contextlib
 
     import soundfile as sf
 
-    from iass.evaluation.audio_input import open_mixture
-    from iass.io import atomic_path, atomic_write_parquet, atomic_write_text
+    from iass.io import atomic_path
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sr, hop = int(separator.sample_rate), int(separator.hop)
-    with open_mixture(audio_path, sr) as mix, contextlib.ExitStack() as stack:
+    sr, K = int(separator.sample_rate), len(separator.targets)
+    T = num_frames(mix.n_samples, separator.hop)
+    prob = dec = None
+    with contextlib.ExitStack() as stack:
         writers = {}
         for target in separator.targets:
             tmp = stack.enter_context(atomic_path(out_dir / f"{target}.wav"))
             writers[target] = stack.enter_context(
                 sf.SoundFile(str(tmp), "w", samplerate=sr, channels=2, subtype="FLOAT", format="WAV"))
-        T = num_frames(mix.n_samples, hop)
-        prob = dec = None
         for part in separate_stream(mix.read, mix.n_samples, separator, config):
             audio = part["audio"][config.weighting]
             for k, target in enumerate(separator.targets):
                 writers[target].write(audio[k])
             if part["probability"] is not None:
                 if prob is None:
-                    prob = np.zeros((len(separator.targets), T), dtype=np.float32)
-                    dec = np.zeros((len(separator.targets), T), dtype=bool)
+                    prob, dec = np.zeros((K, T), dtype=np.float32), np.zeros((K, T), dtype=bool)
                 a, b = part["frames"]
                 prob[:, a:b], dec[:, a:b] = part["probability"], part["decision"]
         for w in writers.values():
             w.close()                     # flush before atomic_path renames the file
-        n_samples, notes = mix.n_samples, list(mix.notes)
-    files = [str(out_dir / f"{t}.wav") for t in separator.targets]
-    if prob is not None:
-        import polars as pl
+    return prob, dec
 
-        cols = {"frame": np.arange(T, dtype=np.int32),
-                "time_s": (np.arange(T) * hop / sr).astype(np.float64)}
-        for k, target in enumerate(separator.targets):
-            cols[f"{target}_probability"] = prob[k]
-            cols[f"{target}_active"] = dec[k]
-        table = pl.DataFrame(cols)
-        atomic_write_parquet(out_dir / "activity.parquet", table)
-        csv = table.with_columns([pl.col(c).cast(pl.Int8) for c in table.columns if c.endswith("_active")])
-        atomic_write_text(out_dir / "activity.csv", csv.write_csv(float_precision=4))
-        files += [str(out_dir / "activity.csv"), str(out_dir / "activity.parquet")]
-    return {"input": str(audio_path), "samples": n_samples, "seconds": n_samples / sr,
-            "sample_rate": sr, "targets": list(separator.targets), "files": files, "notes": notes,
-            "weighting": config.weighting if prob is not None else "none"}
+
+def _write_activity(out_dir, targets, prob: np.ndarray, dec: np.ndarray, hop: int, sr: int) -> list[str]:
+    """activity.parquet and activity.csv: per frame, the time, and per target the probability
+    and the applied decision (0/1 in the CSV)."""
+    import polars as pl
+
+    from iass.io import atomic_write_parquet, atomic_write_text
+
+    T = prob.shape[1]
+    cols = {"frame": np.arange(T, dtype=np.int32), "time_s": (np.arange(T) * hop / sr).astype(np.float64)}
+    for k, target in enumerate(targets):
+        cols[f"{target}_probability"] = prob[k]
+        cols[f"{target}_active"] = dec[k]
+    table = pl.DataFrame(cols)
+    atomic_write_parquet(out_dir / "activity.parquet", table)
+    csv = table.with_columns([pl.col(c).cast(pl.Int8) for c in table.columns if c.endswith("_active")])
+    atomic_write_text(out_dir / "activity.csv", csv.write_csv(float_precision=4))
+    return [str(out_dir / "activity.csv"), str(out_dir / "activity.parquet")]

@@ -103,10 +103,18 @@ REJECTS_SCHEMA = pa.schema(
 
 
 # ---------------------------------------------------------------------------------- identities
-def slugify(text: str, max_len: int = 48) -> str:
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    text = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
-    return text[:max_len].strip("-") or "track"
+def slugify(text: str, max_len: int | None = 48, sep: str = "-", fold: bool = True,
+            empty: str = "track") -> str:
+    """Lower-case ASCII letters and digits; every run of anything else becomes ``sep`` (none at
+    the ends). ``fold``: accented letters are transliterated (NFKD: 'é' -> 'e'), else dropped like
+    any other character. Cut to ``max_len`` (None: no cut); ``empty`` when nothing is left.
+    Track ids use the defaults; evaluation's metric keys ``sep="_", fold=False, max_len=None``."""
+    if fold:
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^a-z0-9]+", sep, text.lower()).strip(sep)
+    if max_len is not None:
+        text = text[:max_len].strip(sep)
+    return text or empty
 
 
 def make_track_id(source: str, native_id: str) -> str:

@@ -13,9 +13,10 @@ import pytest
 import soundfile as sf
 from scipy.signal import medfilt
 
-from eval_corpus_fixture import BandSeparator, frame_labels, write_eval_corpus
+from _separate_reference import separate_oneshot
+from corpus_fixtures import BandSeparator, frame_labels, write_eval_corpus
 from iass.evaluation.evaluate import EvaluateConfig, evaluate
-from iass.evaluation.separate import SeparationConfig, separate_oneshot
+from iass.evaluation.separate import SeparationConfig
 from iass.pipelines.corpus_format import Corpus
 
 TARGETS = ["vocals", "drums", "bass", "electric_guitar", "acoustic_guitar", "piano"]
@@ -49,7 +50,7 @@ def _once(folder, build):
 
 @pytest.fixture(scope="session")
 def corpus_dir(shared_dir):
-    from eval_corpus_fixture import default_tracks
+    from corpus_fixtures import default_eval_tracks as default_tracks
 
     root = _once(shared_dir / "corpus", lambda d: write_eval_corpus(d))
     corpus = Corpus(root)

@@ -7,10 +7,10 @@ import soundfile as sf
 import torch
 from scipy.signal import medfilt
 
-from iass.evaluation.separate import (
-    OverlapAdd, SeparationConfig, median_filter_binary, num_frames, separate, separate_file,
-    separate_oneshot, stft_frames,
-)
+from _separate_reference import separate_oneshot
+from iass.evaluation.separate import SeparationConfig, median_filter_binary, separate, separate_file
+from iass.evaluation.stft import OverlapAdd, stft_frames
+from iass.pipelines.corpus_format import num_frames
 
 SR = 44100
 
