@@ -294,7 +294,8 @@ class ValidChunks(_CorpusDataset):
     """Fixed validation examples: ``chunks_per_track`` evenly spaced chunks of each track, all
     slots from the same track, no augmentation. The same set every epoch and every run."""
 
-    def __init__(self, corpus_root, cfg: ChunkConfig, split: str = "valid", chunks_per_track: int = 2):
+    def __init__(self, corpus_root, cfg: ChunkConfig, split: str = "valid",
+                 chunks_per_track: int = TrainConfig.valid_chunks_per_track):
         super().__init__(corpus_root, split, cfg)
         self.chunks_per_track = int(chunks_per_track)
         self._items: list[tuple[str, int]] | None = None
