@@ -26,7 +26,7 @@ STEMS = ["lead_vocals", "drums", "electric_bass", "other"]
 
 def write_bench_corpus(root: Path) -> None:
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from corpus_fixture import FixtureTrack, write_fixture_corpus
+    from corpus_fixtures import FixtureTrack, write_fixture_corpus
 
     full = [(0.0, SECONDS)]
     tracks = [FixtureTrack(f"bench{i:02d}", "train", SECONDS, {s: full for s in STEMS}) for i in range(TRACKS)]

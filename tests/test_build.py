@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from _corpus_fixtures import SR, burst, make_sources, medleydb_track
+from corpus_fixtures import SR, burst, make_sources, medleydb_track
 from iass.pipelines import build as B
 from iass.pipelines.corpus_check import corpus_info, validate_corpus
 from iass.pipelines.corpus_format import (

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from scipy.signal import medfilt
 
-from eval_corpus_fixture import BandSeparator, write_eval_corpus
+from corpus_fixtures import BandSeparator, write_eval_corpus
 from iass.errors import ConfigError
 from iass.evaluation.calibrate import (GRID, OPEN, TIE_DB, best_gate, best_threshold, gate_energies,
                                       gate_score, tune_thresholds)

@@ -101,7 +101,8 @@ def test_silent_estimate_windows(museval):
 
 def test_agrees_with_museval_on_separated_audio(museval, tmp_path):
     """A realistic case: estimates of the evaluation fixture's band separator, per target."""
-    from eval_corpus_fixture import BandSeparator, default_tracks, write_eval_corpus
+    from corpus_fixtures import BandSeparator, write_eval_corpus
+    from corpus_fixtures import default_eval_tracks as default_tracks
     from iass.evaluation.separate import SeparationConfig, separate
     from iass.pipelines.corpus_format import Corpus
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from _corpus_fixtures import burst, make_sources, medleydb_track
+from corpus_fixtures import burst, make_sources, medleydb_track
 from _reliability import (
     B,
     build_config,

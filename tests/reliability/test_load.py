@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus_fixture import write_fixture_corpus
+from corpus_fixtures import write_fixture_corpus
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_reliability.py"
 

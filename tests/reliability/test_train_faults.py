@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from corpus_fixture import write_fixture_corpus
+from corpus_fixtures import write_fixture_corpus
 from iass.config import load_params
 from iass.io import TMP_MARK
 from iass.training import run as runlib
