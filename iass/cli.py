@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     from iass.errors import IassError
     from iass.log import setup_logging
 
-    # a subcommand's own --quiet (e.g. `iass train --quiet`) counts as the global one
-    quiet = args.log_quiet or bool(getattr(args, "quiet", False))
-    setup_logging(1 if args.log_verbose else -1 if quiet else 0)
+    # a subcommand's own --quiet (`iass train --quiet`) only hides its progress bars: the
+    # validation lines stay, as DVC logs show them; `iass -q` keeps only warnings and errors
+    setup_logging(1 if args.log_verbose else -1 if args.log_quiet else 0)
     try:
         rc = args.func(args)
     except IassError as exc:

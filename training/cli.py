@@ -37,8 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="default: train.device (auto = CUDA when present)")
     p.add_argument("--quiet", action="store_true",
-                   help="only warnings and errors: no progress bar, no per-epoch lines (as iass -q); "
-                        "the result line stays")
+                   help="no progress bar (the validation lines stay; `iass -q train ...` hides them too)")
     p.set_defaults(func=run_train)
 
 
