@@ -27,6 +27,10 @@ def add_parser(sub) -> None:
     b.add_argument("--source", action="append", default=[], metavar="NAME=PATH",
                    help="a source corpus root (medleydb, mixing_secrets, musdb, synth); repeat. "
                         "When given, these replace params.yaml `sources:`")
+    b.add_argument("-o", "--option", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="adapter option of a source (a `layout:` key of datasets/sources/NAME.yaml), "
+                        "e.g. medleydb.metadata_dir=/src/medleydb/medleydb/data/Metadata; adds to "
+                        "or overrides the options in params.yaml `sources:`")
     b.add_argument("--out", default=None, help="corpus directory (default: corpus.out)")
     b.add_argument("--strict", action="store_true", default=None,
                    help="any rejected track fails the build (exit 1, no tables written) "
@@ -51,35 +55,33 @@ def add_parser(sub) -> None:
     corpus.set_defaults(func=lambda args: (corpus.print_help(), 2)[1])
 
 
-def _parse_sources(items: list[str]) -> dict[str, str] | None:
-    if not items:
-        return None
-    out = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"--source {item!r}: expected NAME=PATH")
-        out[name.strip()] = path.strip()
-    return out
+def _parse_sources(items: list[str], options: list[str] = (), params: dict | None = None,
+                   base_dir=None):
+    """The sources to build: ``--source NAME=PATH`` items (else params.yaml ``sources:``) plus
+    ``--option NAME.KEY=VALUE``; resolved specs (raises SourceError naming the source and key)."""
+    from iass.pipelines.sources.resolve import resolve_sources
+
+    return resolve_sources((params or {}).get("sources"), base_dir=base_dir, items=items,
+                           options=options)
 
 
 def _build(args) -> int:
     from pathlib import Path
 
     from iass.config import DEFAULT_PARAMS, load_params
-    from iass.pipelines.build import BuildError, config_from_params, run_build
+    from iass.log import progress_enabled
+    from iass.pipelines.build import config_from_params, prefect_environment, run_build
 
     params = load_params(args.params)
     base_dir = Path(args.params or DEFAULT_PARAMS).resolve().parent
-    try:
-        cfg = config_from_params(params, sources=_parse_sources(args.source), out=args.out,
-                                 strict=args.strict, runner=args.runner,
-                                 dask_address=args.dask_address, workers=args.workers,
-                                 progress=not args.no_progress, base_dir=base_dir)
-        result = run_build(cfg)
-    except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    sources = _parse_sources(args.source, args.option, params, base_dir)
+    cfg = config_from_params(params, sources=sources, out=args.out,
+                             strict=args.strict, runner=args.runner,
+                             dask_address=args.dask_address, workers=args.workers,
+                             progress=not args.no_progress and progress_enabled(),
+                             base_dir=base_dir)
+    prefect_environment()  # before Prefect is imported (run_build does it too)
+    result = run_build(cfg)  # a BuildError (one line) is printed by iass.cli.main, exit 1
     print(result["summary"])
     return 0
 

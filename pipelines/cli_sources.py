@@ -77,38 +77,20 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _parse_value(text: str):
-    import yaml
+def sources_to_check(items: list[str], options: list[str], params_path: str | None) -> list:
+    """NAME=PATH items (else the ``sources:`` of the params file, paths relative to its folder)
+    plus NAME.KEY=VALUE options -> resolved SourceSpecs (SourceError if any is wrong); the same
+    resolver as ``iass corpus build`` (:mod:`iass.pipelines.sources.resolve`)."""
+    from iass.config import DEFAULT_PARAMS, load_params
+    from iass.pipelines.sources.resolve import resolve_sources
 
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def parse_sources(pairs: list[str], options: list[str]) -> list[tuple[str, Path, dict]]:
-    """NAME=PATH pairs plus NAME.KEY=VALUE options -> [(name, path, options)]; ValueError if bad."""
-    from iass.pipelines.sources.base import source_names
-
-    out: list[tuple[str, Path, dict]] = []
-    opts: dict[str, dict] = {}
-    for item in options:
-        key, eq, value = item.partition("=")
-        name, dot, opt = key.partition(".")
-        if not eq or not dot or not opt:
-            raise ValueError(f"option {item!r} must look like NAME.KEY=VALUE")
-        opts.setdefault(name, {})[opt] = _parse_value(value)
-    for pair in pairs:
-        name, eq, path = pair.partition("=")
-        if not eq or not path:
-            raise ValueError(f"{pair!r} must look like NAME=PATH (sources: {', '.join(source_names())})")
-        if name not in source_names():
-            raise ValueError(f"unknown source {name!r}; registered: {', '.join(source_names())}")
-        out.append((name, Path(path), opts.get(name, {})))
-    unused = set(opts) - {n for n, _, _ in out}
-    if unused:
-        raise ValueError(f"options given for sources not checked: {', '.join(sorted(unused))}")
-    return out
+    entries, base_dir = None, None
+    if not items:
+        path = Path(params_path) if params_path else DEFAULT_PARAMS
+        entries = load_params(path).get("sources") or {}
+        base_dir = path.resolve().parent
+    return resolve_sources(entries, base_dir=base_dir, items=items, options=options,
+                           flag="source")
 
 
 def check_source(name: str, root: Path, options: dict, progress: bool = True, decode: bool = False) -> dict:
@@ -193,46 +175,21 @@ def _print_report(r: dict) -> None:
         print(f"problem: {p}")
 
 
-def sources_from_params(path: str | None) -> tuple[list[str], list[str]]:
-    """NAME=PATH pairs from params.yaml ``sources:`` (paths relative to the params file).
-
-    An entry is ``name: path`` or ``name: {path: ..., <adapter option>: ...}``; options become
-    ``NAME.KEY=VALUE`` overrides.
-    """
-    from iass.config import DEFAULT_PARAMS, load_params
-
-    params_path = Path(path) if path else DEFAULT_PARAMS
-    entries = load_params(params_path).get("sources") or {}
-    pairs, options = [], []
-    for name, entry in entries.items():
-        if isinstance(entry, dict):
-            entry = dict(entry)
-            where = entry.pop("path", None)
-            options += [f"{name}.{k}={json.dumps(v)}" for k, v in entry.items()]
-        else:
-            where = entry
-        if where is None:
-            raise ValueError(f"{params_path}: sources.{name} has no path")
-        where = Path(str(where))
-        pairs.append(f"{name}={where if where.is_absolute() else params_path.parent / where}")
-    if not pairs:
-        raise ValueError(f"no NAME=PATH given and {params_path} has no `sources:`")
-    return pairs, options
-
-
 def cmd_check(args) -> int:
+    from iass.errors import IassError
+    from iass.log import progress_enabled
+
     try:
-        if not args.sources:
-            args.sources, from_params = sources_from_params(args.params)
-            args.option = from_params + args.option
-        sources = parse_sources(args.sources, args.option)
-    except ValueError as exc:
+        sources = sources_to_check(args.sources, args.option, args.params)
+    except IassError as exc:  # usage: exit 2, as argparse
         print(f"iass sources check: {exc}", file=sys.stderr)
         return 2
     reports = []
-    for name, root, options in sources:
+    for spec in sources:
+        name = spec.name
         try:
-            reports.append(check_source(name, root, options, progress=not args.no_progress,
+            reports.append(check_source(name, spec.path, spec.options,
+                                        progress=not args.no_progress and progress_enabled(),
                                         decode=args.decode))
         except (ValueError, ImportError) as exc:  # bad option, adapter not available
             print(f"iass sources check: {name}: {exc}", file=sys.stderr)

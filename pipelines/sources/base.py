@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
-from iass.errors import IassError
+from iass.errors import IassError, SourceError
 
 
 class TrackError(IassError):
@@ -135,7 +135,7 @@ def adapter_options(source: str, overrides: dict[str, Any] | None = None) -> dic
     options = dict(label_map.layout)
     for key, value in (overrides or {}).items():
         if key not in options:
-            raise ValueError(
+            raise SourceError(
                 f"unknown option {key!r} for source {source!r}; known: {', '.join(sorted(options))} "
                 f"(the 'layout:' section of {label_map.path})"
             )
@@ -160,7 +160,7 @@ def get_adapter(name: str, **options: Any) -> SourceAdapter:
     try:
         target = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown source {name!r}; registered: {', '.join(_REGISTRY)}") from None
+        raise SourceError(f"unknown source {name!r}; registered: {', '.join(_REGISTRY)}") from None
     module, _, cls = target.partition(":")
     adapter_cls = getattr(importlib.import_module(module), cls)
     return adapter_cls(**options) if options else adapter_cls()

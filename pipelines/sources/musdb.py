@@ -26,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
+from iass.errors import SourceError
 from iass.pipelines.audio import safe_join
 from iass.pipelines.sources.base import (
     SourceAdapter,
@@ -47,7 +48,7 @@ class MUSDBAdapter(SourceAdapter):
     def __init__(self, **options: Any):
         super().__init__(**options)
         if self.options.get("format", "auto") not in ("auto", "hq", "stems"):
-            raise ValueError(f"musdb option format must be auto|hq|stems, got {self.options['format']!r}")
+            raise SourceError(f"musdb option format must be auto|hq|stems, got {self.options['format']!r}")
         self.validation_tracks = frozenset(self.labels.doc.get("validation_tracks") or ())
         self.stem_specs: dict[str, dict] = dict(self.options["stems"])
         self.mixture_spec: dict = dict(self.options["mixture"])
