@@ -199,21 +199,7 @@ def _ratio_db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(den == 0, np.inf, out)
 
 
-def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100, hop: int = 44100,
-                filters_len: int = FILTERS_LEN, silent_estimates: str = "nan",
-                reference_of=None, window_batch: int = 8) -> BSSScores:
-    """BSS Eval v4 images metrics of ``museval.evaluate(references, estimates, win, hop)``.
-
-    references: (n_sources, n_samples, n_channels); estimates: (n_estimates, n_samples,
-    n_channels). Estimate ``e`` is scored against reference ``reference_of[e]`` (default ``e``,
-    museval's pairing). Unlike museval, several estimates may share a reference (methods compared
-    on one target: G is factorised once) and references without an estimate only act as
-    interferers (the rest of the mixture).
-    silent_estimates: "nan" drops windows where an estimate is silent (museval), "score" keeps them.
-    """
-    import torch
-    from scipy.linalg import lu_factor, lu_solve
-
+def _check_inputs(references, estimates, reference_of, silent_estimates: str):
     references = np.asarray(references)
     estimates = np.asarray(estimates)
     if references.ndim != 3 or estimates.ndim != 3:
@@ -227,11 +213,16 @@ def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100,
                          f"references {references.shape}")
     if silent_estimates not in ("nan", "score"):
         raise ValueError(f"silent_estimates must be 'nan' or 'score', not {silent_estimates!r}")
-    L = int(filters_len)
+    return references, estimates, reference_of
 
-    # filters on the whole signals (museval: compute_GsfC / compute_Cj without framewise filters)
-    refs_flat = np.ascontiguousarray(np.moveaxis(references, 2, 1)).reshape(n_src * n_ch, n)
-    est_flat = np.ascontiguousarray(np.moveaxis(estimates, 2, 1)).reshape(n_est * n_ch, n)
+
+def _solve_filters(refs_flat: np.ndarray, est_flat: np.ndarray, reference_of: list[int],
+                   n_src: int, n_ch: int, L: int) -> tuple[list, list]:
+    """museval's distortion filters on the whole signals (``compute_GsfC`` / ``compute_Cj``
+    without framewise filters), per estimate: onto every reference (``C_all``, (src*ch, L, ch))
+    and onto its own reference only (``C_own``, (ch, L, ch))."""
+    from scipy.linalg import lu_factor, lu_solve
+
     G, D = _gram_and_rhs(refs_flat, est_flat, L)
     # museval solves (G + eps I) C = D with LAPACK gesv (LU) per estimate; one LU serves all
     G[np.diag_indices_from(G)] += _EPS
@@ -245,17 +236,17 @@ def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100,
         if j not in own_lu:  # the diagonal block already carries + eps I
             own_lu[j] = lu_factor(G[own, own], check_finite=False)
         C_own.append(lu_solve(own_lu[j], D[own, cols], check_finite=False).reshape(n_ch, L, n_ch))
-    del G, D, C
+    return C_all, C_own
 
-    bounds = window_bounds(n, int(win), int(hop))
-    n_win = len(bounds)
-    excluded = silent_windows(references, bounds).any(axis=0)
-    if silent_estimates == "nan":
-        excluded |= silent_windows(estimates, bounds).any(axis=0)
 
-    out = {m: np.full((n_est, n_win), np.nan) for m in METRICS}
-    # windows all have the same length except when a single window spans the whole track;
-    # per window everything happens in the frequency domain (torch: complex128, all cores)
+def _score_windows(out: dict, refs_flat: np.ndarray, est_flat: np.ndarray, C_all: list, C_own: list,
+                   reference_of: list[int], bounds: list, excluded: np.ndarray, n_ch: int, L: int,
+                   window_batch: int) -> None:
+    """Fill ``out[metric][e, w]`` for every window not excluded. Windows all have the same length
+    except when a single window spans the whole track; per window everything happens in the
+    frequency domain (torch: complex128, all cores)."""
+    import torch
+
     refs_t, est_t = torch.from_numpy(refs_flat), torch.from_numpy(est_flat)
     for length in sorted({b - a for a, b in bounds}):
         n_fft = _next_pow2(length + L - 1)
@@ -282,6 +273,36 @@ def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100,
                 out["ISR"][e, ws] = _ratio_db(e_true, _energy(p_own - s_true, n_fft))
                 out["SIR"][e, ws] = _ratio_db(_energy(p_own, n_fft), _energy(p_all - p_own, n_fft))
                 out["SAR"][e, ws] = _ratio_db(_energy(p_all, n_fft), _energy(e_j - p_all, n_fft))
+
+
+def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, win: int = 44100, hop: int = 44100,
+                filters_len: int = FILTERS_LEN, silent_estimates: str = "nan",
+                reference_of=None, window_batch: int = 8) -> BSSScores:
+    """BSS Eval v4 images metrics of ``museval.evaluate(references, estimates, win, hop)``.
+
+    references: (n_sources, n_samples, n_channels); estimates: (n_estimates, n_samples,
+    n_channels). Estimate ``e`` is scored against reference ``reference_of[e]`` (default ``e``,
+    museval's pairing). Unlike museval, several estimates may share a reference (methods compared
+    on one target: G is factorised once) and references without an estimate only act as
+    interferers (the rest of the mixture).
+    silent_estimates: "nan" drops windows where an estimate is silent (museval), "score" keeps them.
+    """
+    references, estimates, reference_of = _check_inputs(references, estimates, reference_of,
+                                                        silent_estimates)
+    n_src, n, n_ch = references.shape
+    n_est = estimates.shape[0]
+    L = int(filters_len)
+    refs_flat = np.ascontiguousarray(np.moveaxis(references, 2, 1)).reshape(n_src * n_ch, n)
+    est_flat = np.ascontiguousarray(np.moveaxis(estimates, 2, 1)).reshape(n_est * n_ch, n)
+    C_all, C_own = _solve_filters(refs_flat, est_flat, reference_of, n_src, n_ch, L)
+
+    bounds = window_bounds(n, int(win), int(hop))
+    excluded = silent_windows(references, bounds).any(axis=0)
+    if silent_estimates == "nan":
+        excluded |= silent_windows(estimates, bounds).any(axis=0)
+    out = {m: np.full((n_est, len(bounds)), np.nan) for m in METRICS}
+    _score_windows(out, refs_flat, est_flat, C_all, C_own, reference_of, bounds, excluded, n_ch, L,
+                   window_batch)
     if silent_estimates == "score":
         # a silent estimate has no interference and no artifacts: SIR and SAR are 0/0, undefined
         # (museval never gets here: it drops these windows); SDR and ISR are 0 dB

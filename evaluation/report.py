@@ -109,21 +109,40 @@ def _count_tracks(df, target: str, metric: str = "SDR") -> int:
 
 def write_report(out_dir, results: list[dict], methods: list, targets: list[str], corpus, config,
                  runs) -> dict:
-    import polars as pl
-
+    """results.parquet, activity.parquet, summary.md, sdr_boxplot.png and metrics.json in
+    ``out_dir``; returns the metrics dict."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     df = results_frame(results)
     atomic_write_parquet(out_dir / RESULTS, df)
     activity = pooled_activity(results)
+    _write_activity_table(out_dir / ACTIVITY, activity)
+    tables = {m: median_table(df, m, methods, targets) for m in TABLE_METRICS}
+    lines = _header_lines(results, methods, corpus, config, runs)
+    lines += _metric_sections(df, tables, methods, targets)
+    lines += window_class_section(df, methods, targets)
+    lines += _activity_section(activity, targets)
+    atomic_write_text(out_dir / SUMMARY, "\n".join(lines))
+    plot_sdr(df, methods, targets, out_dir / BOXPLOT)
+    metrics = _metrics_json(df, tables, activity, methods, targets, runs)
+    metrics["tracks"] = len(results)
+    atomic_write_json(out_dir / METRICS, metrics)
+    return metrics
+
+
+def _write_activity_table(path: Path, activity: list[dict]) -> None:
+    import polars as pl
+
     act_schema = {"run": pl.String, "target": pl.String, "precision": pl.Float64,
                   "recall": pl.Float64, "f1": pl.Float64, "auc": pl.Float64,
                   "frames": pl.Int64, "active_frames": pl.Int64}
-    atomic_write_parquet(out_dir / ACTIVITY, pl.DataFrame(activity, schema=act_schema, orient="row")
+    atomic_write_parquet(path, pl.DataFrame(activity, schema=act_schema, orient="row")
                          if activity else pl.DataFrame(schema=act_schema))
 
-    tables = {m: median_table(df, m, methods, targets) for m in TABLE_METRICS}
-    lines = [
+
+def _header_lines(results: list[dict], methods: list, corpus, config, runs) -> list[str]:
+    """The title and the bullet list of what was evaluated and how."""
+    return [
         "# Evaluation summary", "",
         f"- corpus: `{corpus.root}` (version `{corpus.version}`), split `{config.split}`, "
         f"{len(results)} tracks",
@@ -152,6 +171,11 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
         f"n_fft {config.n_fft}, hop {config.hop}. A window where an estimate is silent scores "
         "SDR 0 dB and no SIR/SAR (museval would drop it, rewarding a method for muting).", "",
     ]
+
+
+def _metric_sections(df, tables: dict, methods: list, targets: list[str]) -> list[str]:
+    """One table per metric of TABLE_METRICS: the median over tracks per target and method."""
+    lines: list[str] = []
     labels = [m.label for m in methods]
     for metric in TABLE_METRICS:
         lines += [f"## {metric} (dB{', lower is better' if metric in SILENCE_TITLES else ''})", ""]
@@ -164,8 +188,11 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
             vals = " | ".join(_fmt(tables[metric][target][lab]) for lab in labels)
             lines.append(f"| {name} | {_count_tracks(df, target, metric)} | {vals} |")
         lines.append("")
-    lines += window_class_section(df, methods, targets)
-    lines += ["## Activity detection (frames pooled over the tracks; unknown frames skipped)", ""]
+    return lines
+
+
+def _activity_section(activity: list[dict], targets: list[str]) -> list[str]:
+    lines = ["## Activity detection (frames pooled over the tracks; unknown frames skipped)", ""]
     if activity:
         lines += ["| target | run | precision | recall | F1 | ROC-AUC | frames (active) |",
                   "|---|---|---:|---:|---:|---:|---:|"]
@@ -175,17 +202,21 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
                          f"| {_fmt(a['f1'])} | {_fmt(a['auc'])} | {a['frames']} ({a['active_frames']}) |")
     else:
         lines.append("No run with activity detection was evaluated.")
-    lines += ["", f"Files: `{RESULTS}` (per track), `{ACTIVITY}`, `{BOXPLOT}`, `{METRICS}`.", ""]
-    atomic_write_text(out_dir / SUMMARY, "\n".join(lines))
+    return lines + ["", f"Files: `{RESULTS}` (per track), `{ACTIVITY}`, `{BOXPLOT}`, `{METRICS}`.", ""]
 
-    plot_sdr(df, methods, targets, out_dir / BOXPLOT)
+
+def _metrics_json(df, tables: dict, activity: list[dict], methods: list, targets: list[str],
+                  runs) -> dict:
+    """metrics.json (for ``dvc metrics``): medians per metric, target and method key; activity
+    scores per target and run; tuned thresholds per run."""
+    import polars as pl
+
+    from iass.evaluation.evaluate import slug
 
     key_of = {m.label: m.key for m in methods}
     metrics = {metric.lower(): {t: {key_of[lab]: _none_if_nan(v) for lab, v in tables[metric][t].items()}
                                 for t in tables[metric]}
                for metric in TABLE_METRICS}
-    from iass.evaluation.evaluate import slug
-
     for metric in ("SDR_partial", "SDR_active"):
         if not df.filter(pl.col("metric") == metric).is_empty():
             table = median_table(df, metric, methods, targets)
@@ -198,8 +229,6 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
             "precision": _none_if_nan(a["precision"]), "recall": _none_if_nan(a["recall"])}
     metrics["thresholds"] = {slug(_run_label(r)): dict(zip(r.targets, r.thresholds))
                              for r in runs if r.thresholds is not None}
-    metrics["tracks"] = len(results)
-    atomic_write_json(out_dir / METRICS, metrics)
     return metrics
 
 
