@@ -122,7 +122,8 @@ def _discover(cfg: BuildConfig) -> tuple[list[TrackRef], list[dict]]:
     holding a song: which copy is right is unknowable, so every copy is quarantined)."""
     refs: list[TrackRef] = []
     for name, root in cfg.sources:
-        refs.extend(discover_source(name, root, cfg.options_of(name) or None))
+        refs.extend(discover_source.with_options(task_run_name=f"discover-{name}")(
+            name, root, cfg.options_of(name) or None))
     by_id: dict[str, list[TrackRef]] = {}
     results: list[dict] = []
     for r in refs:
