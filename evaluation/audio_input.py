@@ -1,15 +1,16 @@
 """A user's audio file as a random-access stereo mixture at the model's rate, in bounded memory.
 
-WAV / FLAC / MP3 / OGG are read by libsndfile (soundfile); anything else ffmpeg can decode (M4A,
-AAC, ...) goes through the ffmpeg binary of imageio-ffmpeg. A file at another rate than the
-model's is resampled block by block (soxr's streaming resampler) into a temporary float WAV, so
-neither decoding nor resampling ever holds the whole track in memory. Mono is duplicated to
-stereo; more than two channels is refused (which two would be the mixture is not ours to guess).
+Decoding is :func:`iass.pipelines.audio.open_audio`, the reader the corpus build uses too: any
+format ffmpeg decodes (WAV, FLAC, MP3, OGG, M4A/AAC, MP4; of a MUSDB ``.stem.mp4`` stream 0, the
+mixture). A file at another rate than the model's is resampled block by block (soxr's streaming
+resampler) into a temporary float WAV, so neither decoding nor resampling ever holds the whole
+track in memory. Mono is duplicated to stereo; more than two channels is refused (which two
+would be the mixture is not ours to guess). Every unusable input is an :class:`AudioInputError`
+(an ``iass.errors.AudioError``) whose one line names the file.
 """
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +18,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from iass.errors import AudioError
+from iass.pipelines.audio import BLOCK, AudioFileError, open_audio
 
-BLOCK = 1 << 16
-
-
-class AudioInputError(AudioError):
-    """The file cannot be used as a mixture (message names the file and the problem)."""
+#: the error of an unusable input file (the reader's own: also a TrackError and an AudioError)
+AudioInputError = AudioFileError
 
 
 @dataclass
@@ -39,21 +37,8 @@ def _stereo(block: np.ndarray, path: Path) -> np.ndarray:
     if block.shape[1] == 1:
         return np.repeat(block, 2, axis=1)
     if block.shape[1] != 2:
-        raise AudioInputError(f"{path}: {block.shape[1]} channels; separation needs mono or stereo")
+        raise AudioInputError(path, f"{block.shape[1]} channels; separation needs mono or stereo")
     return block
-
-
-def _decode_with_ffmpeg(path: Path, out: Path) -> None:
-    from iass.pipelines.audio import ffmpeg_exe
-
-    proc = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", "-i", str(path),
-         "-vn", "-acodec", "pcm_f32le", "-f", "wav", str(out)],
-        capture_output=True, text=True, errors="replace",
-    )
-    if proc.returncode != 0 or not out.exists():
-        msg = " ".join(proc.stderr.split())[:200] or f"exit code {proc.returncode}"
-        raise AudioInputError(f"{path}: cannot decode ({msg})")
 
 
 def _resample_to(src, path: Path, out: Path, sample_rate: int) -> None:
@@ -76,56 +61,29 @@ def _resample_to(src, path: Path, out: Path, sample_rate: int) -> None:
 
 
 @contextlib.contextmanager
-def open_mixture(path: str | Path, sample_rate: int) -> Iterator[MixtureSource]:
-    """Yield a :class:`MixtureSource` for ``path`` at ``sample_rate``; temporary files are
-    removed on exit."""
+def open_mixture(path: str | Path, sample_rate: int, stream: int | None = None) -> Iterator[MixtureSource]:
+    """Yield a :class:`MixtureSource` for ``path`` (audio stream ``stream`` of a multi-stream
+    file, default the first) at ``sample_rate``; temporary files are removed on exit."""
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
-        raise AudioInputError(f"{path}: no such file")
-    notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="iass-separate-") as tmp:
-        tmp = Path(tmp)
-        try:
-            src = sf.SoundFile(str(path))
-        except (sf.LibsndfileError, RuntimeError):
-            decoded = tmp / "decoded.wav"
-            _decode_with_ffmpeg(path, decoded)
-            notes.append("decoded with ffmpeg")
-            src = sf.SoundFile(str(decoded))
-        with src:
-            if src.channels > 2:
-                raise AudioInputError(f"{path}: {src.channels} channels; separation needs mono or stereo")
-            if src.samplerate != sample_rate:
-                resampled = tmp / "resampled.wav"
-                _resample_to(src, path, resampled, sample_rate)
-                notes.append(f"resampled {src.samplerate} -> {sample_rate} Hz")
-                reader = sf.SoundFile(str(resampled))
-            elif src.format in ("WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64") and src.seekable():
-                reader = sf.SoundFile(str(path))
-            else:
-                # compressed formats seek imprecisely: decode once to a float WAV
-                plain = tmp / "plain.wav"
-                with sf.SoundFile(str(plain), "w", samplerate=sample_rate, channels=2,
-                                  subtype="FLOAT", format="WAV") as dst:
-                    while True:
-                        block = src.read(BLOCK, dtype="float32", always_2d=True)
-                        if not len(block):
-                            break
-                        dst.write(_stereo(block, path))
-                notes.append(f"decoded {src.format}")
-                reader = sf.SoundFile(str(plain))
-            if src.channels == 1:
-                notes.append("mono duplicated to stereo")
-        with reader:
-            n = reader.frames
-            if n == 0:
-                raise AudioInputError(f"{path}: no audio samples")
+    with open_audio(path, stream) as audio, contextlib.ExitStack() as stack:
+        src, notes = audio.file, list(audio.notes)
+        if src.channels > 2:
+            raise AudioInputError(path, f"{src.channels} channels; separation needs mono or stereo")
+        reader = src
+        if src.samplerate != sample_rate:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="iass-separate-")))
+            _resample_to(src, path, tmp / "resampled.wav", sample_rate)
+            notes.append(f"resampled {src.samplerate} -> {sample_rate} Hz")
+            reader = stack.enter_context(sf.SoundFile(str(tmp / "resampled.wav")))
+        if src.channels == 1:
+            notes.append("mono duplicated to stereo")
+        if reader.frames == 0:
+            raise AudioInputError(path, "no audio samples")
 
-            def read(start: int, count: int) -> np.ndarray:
-                reader.seek(start)
-                block = reader.read(count, dtype="float32", always_2d=True)
-                return _stereo(block, path)
+        def read(start: int, count: int) -> np.ndarray:
+            reader.seek(start)
+            return _stereo(reader.read(count, dtype="float32", always_2d=True), path)
 
-            yield MixtureSource(Path(reader.name), sample_rate, n, read, notes)
+        yield MixtureSource(Path(reader.name), sample_rate, reader.frames, read, notes)

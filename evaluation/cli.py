@@ -24,6 +24,7 @@ SEPARATE_EPILOG = """\
 examples:
   iass separate song.mp3 --run runs/iass --out separated/song
   iass separate song.flac --run runs/iass --out separated/song --weighting none --wiener
+  iass separate "Artist - Title.stem.mp4" --run runs/iass --out separated/title  (the mixture stream)
 
 Writes <target>.wav (float WAV at the model's rate) per target and, for an IASS run,
 activity.csv / activity.parquet (per frame: time, probability and the applied decision).
@@ -69,11 +70,16 @@ def add_parser(sub) -> None:
     add_params_arguments(p, "evaluate.chunk_seconds=10")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_evaluate)
+    _add_separate(sub)
+    _add_report(sub)
 
+
+def _add_separate(sub) -> None:
     s = sub.add_parser(
-        "separate", help="separate an audio file (WAV/FLAC/MP3/...) with a trained run",
-        description="Separate any audio file into the run's targets (resampled to the model's "
-                    "rate; mono is duplicated), in chunks with bounded memory.",
+        "separate", help="separate an audio file (WAV/FLAC/MP3/M4A/...) with a trained run",
+        description="Separate any audio file ffmpeg decodes (WAV, FLAC, MP3, OGG, M4A/AAC, MP4; "
+                    "of a MUSDB .stem.mp4 its mixture) into the run's targets (resampled to the "
+                    "model's rate; mono is duplicated), in chunks with bounded memory.",
         epilog=SEPARATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("audio", help="input audio file")
@@ -83,6 +89,8 @@ def add_parser(sub) -> None:
     add_params_arguments(s)
     s.set_defaults(func=run_separate)
 
+
+def _add_report(sub) -> None:
     r = sub.add_parser("report", help="show an evaluation report, or combine several over seeds",
                        description="Work with the report written by `iass evaluate`.")
     rsub = r.add_subparsers(dest="report_command", metavar="COMMAND")
@@ -142,9 +150,10 @@ def run_evaluate(args) -> int:
 
 def run_separate(args) -> int:
     from iass.config import load_params
-    from iass.evaluation.audio_input import AudioInputError
+    from iass.errors import IassError
     from iass.evaluation.evaluate import _load
     from iass.evaluation.separate import SeparationConfig, separate_file
+    from iass.pipelines.audio import check_file
 
     params = load_params(args.params)
     try:
@@ -152,10 +161,13 @@ def run_separate(args) -> int:
     except ValueError as exc:
         print(f"iass separate: {exc}", file=sys.stderr)
         return 2
+    check_file(args.audio)         # an unusable input fails before the model is loaded
     separator = _load(args.run, args.device, args.checkpoint)
     try:
         summary = separate_file(args.audio, separator, args.out, config)
-    except (AudioInputError, ValueError) as exc:
+    except ValueError as exc:
+        if isinstance(exc, IassError):
+            raise                  # an unreadable input: `error: <file>: <why>` from iass.cli.main
         print(f"iass separate: {exc}", file=sys.stderr)
         return 1
     notes = f" ({'; '.join(summary['notes'])})" if summary["notes"] else ""

@@ -332,11 +332,14 @@ def separate_file(audio_path, separator, out_dir, config: SeparationConfig = Sep
     :class:`iass.errors.AudioError` naming the file."""
     from pathlib import Path
 
-    from iass.evaluation.audio_input import open_mixture
+    from iass.evaluation.audio_input import AudioInputError, open_mixture
 
     out_dir = Path(out_dir)
     sr = int(separator.sample_rate)
     with open_mixture(audio_path, sr) as mix:
+        if mix.n_samples <= separator.n_fft // 2:
+            raise AudioInputError(audio_path, f"{mix.n_samples} samples at {sr} Hz: too short for "
+                                              f"the model's STFT (n_fft {separator.n_fft})")
         out_dir.mkdir(parents=True, exist_ok=True)
         prob, dec = _write_targets(mix, separator, out_dir, config)
         n_samples, notes = mix.n_samples, list(mix.notes)

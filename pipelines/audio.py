@@ -1,35 +1,47 @@
-"""Audio reading and validation shared by the source adapters.
+"""Audio reading and validation: the one reader of the corpus build and of ``iass separate``.
 
-Reads WAV (8/16/24/32-bit int, float), FLAC and MP3 through libsndfile (soundfile), and the
-streams of an MP4 (MUSDB18 ``.stem.mp4``) through the ffmpeg binary that the imageio-ffmpeg wheel
-ships, so decoding works after ``make setup`` alone (no system ffmpeg/ffprobe).
+Any format ffmpeg decodes is read: WAV (8/16/24/32-bit int, float), FLAC, AIFF, MP3 and OGG
+through libsndfile (soundfile), and MP4 / M4A (AAC) containers, a MUSDB18 ``.stem.mp4``'s
+streams (stream 0 is the mixture) and every other format libsndfile does not know through the
+ffmpeg binary that the imageio-ffmpeg wheel ships, so decoding works after ``make setup`` alone
+(no system ffmpeg/ffprobe). :func:`read_audio` decodes a whole file, :func:`open_audio` gives
+sample-exact random access in bounded memory (``iass separate``'s input).
 
 Every track is brought to one shape: float32 ``(frames, 2)`` at the requested rate. What had to
 be changed to get there is recorded, never hidden: a resampled file, a mono stem duplicated to
 stereo, a short tail zero-padded. What cannot be repaired is a :class:`TrackError` naming the
-file: missing or unreadable audio, NaN/inf samples, more than two channels, stems of one track
-at different rates, lengths that differ by more than ``max_pad_seconds``, and any file name that
-escapes the track folder (``../``, absolute paths, symlinks out of the source root).
+file (an :class:`AudioFileError`, also an ``iass.errors.AudioError``, for the file's own
+problems): missing, empty or undecodable audio, NaN/inf samples, more than two channels, stems
+of one track at different rates, lengths that differ by more than ``max_pad_seconds``, and any
+file name that escapes the track folder (``../``, absolute paths, symlinks out of the source root).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
 import subprocess
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import yaml
 
+from iass.errors import AudioError
 from iass.pipelines.sources.base import SourceTrack, TrackAudio, TrackError
 
 #: lengths within this many seconds are zero-padded to the longest (recorded); more is an error
 DEFAULT_MAX_PAD_SECONDS = 1.0
+#: containers always decoded by ffmpeg, one audio stream by index (a MUSDB .stem.mp4: 0 = mixture)
 MP4_SUFFIXES = (".mp4", ".m4a")
+#: libsndfile formats with sample-exact seeks; compressed ones are decoded once for random access
+EXACT_SEEK_FORMATS = ("WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64")
+BLOCK = 1 << 16
 #: key of the mixture among a track's files (cannot clash with a stem id)
 MIXTURE = "<mixture>"
 
@@ -77,6 +89,39 @@ def read_yaml_mapping(path: str | Path, *, native_id=None) -> dict[str, Any]:
     return doc
 
 
+# ---------------------------------------------------------------- files and errors
+
+
+class AudioFileError(TrackError, AudioError):
+    """An audio file that cannot be read (missing, not a file, empty, undecodable, too many
+    channels, NaN/inf); one line naming the file. A :class:`TrackError` for the corpus build and
+    an :class:`iass.errors.AudioError` for every other caller (``iass separate``)."""
+
+
+def check_file(path: str | Path) -> Path:
+    """``path`` if it is a non-empty regular file, else :class:`AudioFileError`."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        raise AudioFileError(path, "missing file") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise AudioFileError(path, "not a regular file")
+    if st.st_size == 0:
+        raise AudioFileError(path, "unreadable audio (empty file, 0 bytes)")
+    return path
+
+
+def _by_ffmpeg(path: Path, stream: int | None) -> bool:
+    """MP4 containers (and any file read by stream index) go to ffmpeg; the rest to libsndfile
+    first, ffmpeg when libsndfile does not know the format."""
+    return stream is not None or path.suffix.lower() in MP4_SUFFIXES
+
+
+def _oneline(text, limit: int = 160) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
 # ---------------------------------------------------------------- headers
 
 
@@ -84,7 +129,7 @@ def read_yaml_mapping(path: str | Path, *, native_id=None) -> dict[str, Any]:
 class AudioInfo:
     sample_rate: int
     channels: int
-    frames: int               # for MP4 streams: from the container duration (approximate)
+    frames: int               # for streams read by ffmpeg: from the container duration (approximate)
 
     @property
     def duration(self) -> float:
@@ -103,27 +148,33 @@ _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0"
 _AUDIO_RE = re.compile(r"Stream #0:(\d+)(?:\[[^\]]*\])?(?:\([^)]*\))?: Audio: ([^\n]*)")
 
 
-def probe_mp4(path: str | Path) -> list[AudioInfo]:
-    """The audio streams of an MP4, in order, from ffmpeg's stream listing (no ffprobe needed)."""
-    path = Path(path)
-    try:
-        st = path.stat()
-    except OSError:
-        raise TrackError(path, "missing file") from None
-    return list(_probe_mp4_cached(str(path), st.st_mtime_ns, st.st_size))
+def probe_streams(path: str | Path) -> list[AudioInfo]:
+    """The audio streams of any file ffmpeg reads (the 5 of a MUSDB ``.stem.mp4``, 1 of an M4A),
+    in order, from ffmpeg's stream listing (no ffprobe needed)."""
+    path = check_file(path)
+    found = _probe(path)
+    if isinstance(found, str):
+        raise AudioFileError(path, f"unreadable audio (ffmpeg: {found})")
+    return list(found)
+
+
+probe_mp4 = probe_streams
+
+
+def _probe(path: Path) -> tuple[AudioInfo, ...] | str:
+    st = path.stat()
+    return _probe_cached(str(path), st.st_mtime_ns, st.st_size)
 
 
 @lru_cache(maxsize=64)
-def _probe_mp4_cached(path_str: str, _mtime_ns: int, _size: int) -> tuple[AudioInfo, ...]:
-    # one .stem.mp4 holds five streams: probe it once, not once per stem
-    path = Path(path_str)
-    proc = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-        capture_output=True, text=True, errors="replace",
-    )
+def _probe_cached(path_str: str, _mtime_ns: int, _size: int) -> tuple[AudioInfo, ...] | str:
+    """The streams, or why ffmpeg cannot read the file. One .stem.mp4 holds five streams: probe
+    it once, not once per stem."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path_str],
+                          capture_output=True, text=True, errors="replace")
     err = proc.stderr
     if "Invalid data found" in err or "moov atom not found" in err or "No such file" in err:
-        raise TrackError(path, "unreadable MP4 (ffmpeg: invalid data)")
+        return "invalid data"
     m = _DURATION_RE.search(err)
     duration = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]) if m else 0.0
     streams = []
@@ -138,35 +189,42 @@ def _probe_mp4_cached(path_str: str, _mtime_ns: int, _size: int) -> tuple[AudioI
         channels = int(ch[1]) if ch else _LAYOUT_CHANNELS.get(layout.split("(")[0], 2)
         sr = int(rate[1])
         streams.append(AudioInfo(sr, channels, int(round(duration * sr))))
-    if not streams:
-        raise TrackError(path, "no audio stream found (ffmpeg could not read it)")
-    return tuple(streams)
+    return tuple(streams) or "no audio stream"
+
+
+def _stream_info(path: Path, stream: int) -> AudioInfo:
+    streams = probe_streams(path)
+    if stream >= len(streams):
+        raise AudioFileError(path, f"has {len(streams)} audio streams; stream {stream} is missing")
+    return streams[stream]
+
+
+def _ffmpeg_fallback(path: Path, libsndfile_error: Exception) -> AudioInfo:
+    """The first stream of a file libsndfile refused, when ffmpeg reads it (M4A, AAC, Opus...);
+    else AudioFileError with both decoders' reasons."""
+    found = _probe(path)
+    if not isinstance(found, str):
+        return found[0]
+    reason = _oneline(libsndfile_error).split("': ", 1)[-1]       # drop "Error opening '<path>'"
+    raise AudioFileError(path, f"unreadable audio ({reason}; ffmpeg: {found})") from None
 
 
 def audio_info(path: str | Path, stream: int | None = None) -> AudioInfo:
-    """Header-only facts about an audio file (or one stream of an MP4)."""
+    """Header-only facts about an audio file (or one stream of a multi-stream file)."""
     import soundfile as sf
 
-    path = Path(path)
-    if not path.exists():
-        raise TrackError(path, "missing file")
-    if not path.is_file():
-        raise TrackError(path, "not a regular file")
-    if path.suffix.lower() in MP4_SUFFIXES or stream is not None:
-        streams = probe_mp4(path)
-        idx = stream or 0
-        if idx >= len(streams):
-            raise TrackError(path, f"has {len(streams)} audio streams; stream {idx} is missing")
-        return streams[idx]
+    path = check_file(path)
+    if _by_ffmpeg(path, stream):
+        return _stream_info(path, stream or 0)
     try:
         info = sf.info(str(path))
     except Exception as exc:  # libsndfile raises several types for garbage
-        raise TrackError(path, f"unreadable audio ({' '.join(str(exc).split())[:160]})") from None
+        return _ffmpeg_fallback(path, exc)
     if info.frames <= 0:
-        raise TrackError(path, "empty audio file (0 frames)")
+        raise AudioFileError(path, "empty audio file (0 frames)")
     truncated = wav_truncation(path)
     if truncated:
-        raise TrackError(path, truncated)
+        raise AudioFileError(path, truncated)
     return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
 
 
@@ -203,35 +261,83 @@ def wav_truncation(path: str | Path) -> str | None:
 
 
 def read_audio(path: str | Path, stream: int | None = None) -> tuple[np.ndarray, int]:
-    """Decode to float32 ``(frames, channels)`` at the file's own rate."""
+    """Decode to float32 ``(frames, channels)`` at the file's own rate (whole file in memory):
+    libsndfile for what it reads, ffmpeg for MP4 streams and every other format it decodes."""
     import soundfile as sf
 
-    path = Path(path)
-    if not path.exists():
-        raise TrackError(path, "missing file")
-    if path.suffix.lower() in MP4_SUFFIXES or stream is not None:
-        return _read_mp4_stream(path, stream or 0)
-    try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise TrackError(path, f"unreadable audio ({' '.join(str(exc).split())[:160]})") from None
-    return audio, int(sr)
+    path = check_file(path)
+    if not _by_ffmpeg(path, stream):
+        try:
+            audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            return audio, int(sr)
+        except Exception as exc:
+            _ffmpeg_fallback(path, exc)          # raises unless ffmpeg reads it
+    return _read_ffmpeg_stream(path, stream or 0)
 
 
-def _read_mp4_stream(path: Path, stream: int) -> tuple[np.ndarray, int]:
-    info = audio_info(path, stream)
-    cmd = [
-        ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
-        "-map", f"0:a:{stream}", "-vn", "-f", "f32le", "-c:a", "pcm_f32le", "-ac", str(info.channels), "-",
-    ]
+def _ffmpeg_decode(path: Path, stream: int, channels: int, out: str, fmt: list[str]):
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(path),
+           "-map", f"0:a:{stream}", "-vn", "-c:a", "pcm_f32le", "-ac", str(channels), *fmt, out]
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
-        msg = " ".join(proc.stderr.decode(errors="replace").split())[:200]
-        raise TrackError(path, f"ffmpeg could not decode stream {stream} ({msg})")
-    audio = np.frombuffer(proc.stdout, dtype="<f4")
+        msg = _oneline(proc.stderr.decode(errors="replace"), 200)
+        raise AudioFileError(path, f"ffmpeg could not decode stream {stream} ({msg})")
+    return proc.stdout
+
+
+def _read_ffmpeg_stream(path: Path, stream: int) -> tuple[np.ndarray, int]:
+    info = _stream_info(path, stream)
+    audio = np.frombuffer(_ffmpeg_decode(path, stream, info.channels, "-", ["-f", "f32le"]), dtype="<f4")
     if audio.size == 0 or audio.size % info.channels:
-        raise TrackError(path, f"stream {stream} decoded to {audio.size} samples (not {info.channels}-channel)")
+        raise AudioFileError(path, f"stream {stream} decoded to {audio.size} samples (not {info.channels}-channel)")
     return audio.reshape(-1, info.channels).astype(np.float32, copy=True), info.sample_rate
+
+
+@dataclass
+class SeekableAudio:
+    """An open audio file with sample-exact seeks: ``file`` is a ``soundfile.SoundFile`` (the
+    original, or a temporary float WAV it was decoded to); ``notes``: what was done."""
+
+    file: Any
+    notes: list[str]
+
+
+@contextlib.contextmanager
+def open_audio(path: str | Path, stream: int | None = None) -> Iterator[SeekableAudio]:
+    """Random access to the audio of ``path`` in bounded memory, whatever its format: WAV / FLAC
+    / AIFF are opened as they are; formats libsndfile decodes but seeks imprecisely (MP3, OGG)
+    are decoded once to a temporary float WAV; everything else ffmpeg decodes (M4A/AAC, MP4,
+    Opus...) too, stream ``stream`` (default 0: the mixture of a MUSDB ``.stem.mp4``). Every
+    unreadable input is an :class:`AudioFileError`; temporary files go on exit."""
+    import soundfile as sf
+
+    path = check_file(path)
+    with tempfile.TemporaryDirectory(prefix="iass-audio-") as tmp:
+        plain, notes, src = str(Path(tmp) / "decoded.wav"), [], None
+        if not _by_ffmpeg(path, stream):
+            try:
+                src = sf.SoundFile(str(path))
+            except Exception as exc:
+                _ffmpeg_fallback(path, exc)      # raises unless ffmpeg reads it
+        if src is None:
+            info, idx = _stream_info(path, stream or 0), stream or 0
+            _ffmpeg_decode(path, idx, info.channels, plain, ["-rf64", "auto", "-f", "wav"])
+            n_streams = len(probe_streams(path))
+            notes.append(f"decoded with ffmpeg (audio stream {idx} of {n_streams})" if n_streams > 1
+                         else "decoded with ffmpeg")
+            src = sf.SoundFile(plain)
+        elif src.format not in EXACT_SEEK_FORMATS or not src.seekable():
+            fmt = src.format
+            with src, sf.SoundFile(plain, "w", samplerate=src.samplerate, channels=src.channels,
+                                   subtype="FLOAT", format="WAV") as dst:
+                for block in src.blocks(BLOCK, dtype="float32", always_2d=True):
+                    dst.write(block)
+            notes.append(f"decoded {fmt}")
+            src = sf.SoundFile(plain)
+        with src:
+            if src.frames <= 0:
+                raise AudioFileError(path, "empty audio (0 frames)")
+            yield SeekableAudio(src, notes)
 
 
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -250,20 +356,20 @@ def to_stereo(audio: np.ndarray, path: str | Path) -> tuple[np.ndarray, bool]:
         return audio, False
     if ch == 1:
         return np.repeat(audio, 2, axis=1), True
-    raise TrackError(path, f"{ch} channels (only mono or stereo stems are supported)")
+    raise AudioFileError(path, f"{ch} channels (only mono or stereo stems are supported)")
 
 
 def check_finite(audio: np.ndarray, path: str | Path) -> None:
     if not np.isfinite(audio).all():
         bad = int((~np.isfinite(audio)).sum())
-        raise TrackError(path, f"{bad} NaN/inf samples")
+        raise AudioFileError(path, f"{bad} NaN/inf samples")
 
 
 def load_audio_file(path, stream, sample_rate: int, warnings: list[str], label: str) -> np.ndarray:
     """Decode one file to float32 stereo at ``sample_rate``, appending what was changed."""
     audio, sr = read_audio(path, stream)
     if audio.shape[0] == 0:
-        raise TrackError(path, "empty audio (0 frames)")
+        raise AudioFileError(path, "empty audio (0 frames)")
     check_finite(audio, path)
     audio, was_mono = to_stereo(audio, path)
     if was_mono:
@@ -374,7 +480,7 @@ def load_track_audio(
             label = "mixture" if name == MIXTURE else f"stem {name}"
             decoded[name] = (path, load_audio_file(path, stream, sample_rate, warnings, label))
         except TrackError as exc:
-            raise TrackError(exc.path, exc.reason, track.native_id) from None
+            raise type(exc)(exc.path, exc.reason, track.native_id) from None
     longest = max(a.shape[0] for _, a in decoded.values())
     max_pad = int(round(max_pad_seconds * sample_rate))
     out: dict[str, np.ndarray] = {}
