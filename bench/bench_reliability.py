@@ -136,7 +136,9 @@ def soak(corpus: Path, chunks: int = SOAK_CHUNKS, workers: int = SOAK_WORKERS,
 def main(n_large: int = N_LARGE) -> dict:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from iass.pipelines import build as _  # noqa: F401 - Prefect's offline defaults first
+    from iass.pipelines.build import prefect_environment
+
+    prefect_environment()  # Prefect's offline defaults, before Prefect is imported
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 

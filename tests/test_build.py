@@ -247,6 +247,29 @@ def test_process_track_task_unit(sources, tmp_path):
     assert B.cached_record(ref, cfg) is None
 
 
+def test_the_flow_runs_each_step_as_a_task(built, sources):
+    """discover -> read-validate -> harmonize -> label -> write (nested in process-track, one run
+    per track and step, named after the track), then split-guard -> publish."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from iass.pipelines.sources.base import get_adapter
+
+    with get_client(sync_client=True) as client:
+        flows = client.read_flow_runs(sort=FlowRunSort.START_TIME_ASC, limit=1)  # the `built` fixture's run
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flows[0].id])),
+                                     task_run_filter=TaskRunFilter(), limit=200)
+    names = {t.name for t in runs}
+    assert {f"discover-{s}" for s in sources} <= names
+    for src, root in sources.items():
+        for ref in get_adapter(src).discover(root):
+            for step in ("track", "read-validate", "harmonize", "label", "write"):
+                assert f"{step}-{src}-{ref.native_id}"[:100] in names
+    assert {n.rsplit("-", 1)[0] for n in names} >= {"split-guard", "publish"}
+    assert all(t.state.is_completed() for t in runs)
+
+
 # ---------------------------------------------------------------------------- safety
 def test_quarantine_and_strict(sources, tmp_path):
     bad = dict(sources)
