@@ -158,9 +158,6 @@ def probe_streams(path: str | Path) -> list[AudioInfo]:
     return list(found)
 
 
-probe_mp4 = probe_streams
-
-
 def _probe(path: Path) -> tuple[AudioInfo, ...] | str:
     st = path.stat()
     return _probe_cached(str(path), st.st_mtime_ns, st.st_size)

@@ -110,7 +110,7 @@ def _stempeg_track() -> Path:
 
 def test_probe_and_decode_mp4_streams():
     path = _stempeg_track()
-    streams = au.probe_mp4(path)
+    streams = au.probe_streams(path)
     assert len(streams) == 5       # the cover image stream is not audio
     assert all((s.sample_rate, s.channels) == (44100, 2) for s in streams)
     mix, sr = au.read_audio(path, 0)
@@ -143,7 +143,7 @@ def test_mp4_stream_channel_layouts(tmp_path):
     import subprocess
 
     subprocess.run(au_cmd, check=True)
-    mono, stereo = au.probe_mp4(path)
+    mono, stereo = au.probe_streams(path)
     assert (mono.channels, stereo.channels) == (1, 2)
     a0, _ = au.read_audio(path, 0)
     a1, _ = au.read_audio(path, 1)
@@ -152,3 +152,37 @@ def test_mp4_stream_channel_layouts(tmp_path):
     for audio, f0 in ((a0[:, 0], 440), (a1[:, 0], 660)):
         spectrum = np.abs(np.fft.rfft(audio))
         assert abs(np.argmax(spectrum) * 44100 / len(audio) - f0) < 5
+
+
+def test_ffmpeg_fallback_for_formats_libsndfile_does_not_know(tmp_path):
+    """A raw ADTS .aac (no MP4 suffix): libsndfile refuses it, ffmpeg reads header and samples."""
+    import subprocess
+
+    wav = tmp_path / "x.wav"
+    sf.write(str(wav), make_audio(1.0, 44100, 2, seed=4), 44100)
+    aac = tmp_path / "x.aac"
+    subprocess.run([au.ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(wav), "-c:a", "aac", str(aac)],
+                   check=True)
+    info = au.audio_info(aac)
+    assert (info.sample_rate, info.channels) == (44100, 2) and abs(info.duration - 1.0) < 0.1
+    got, sr = au.read_audio(aac)
+    assert sr == 44100 and got.shape[1] == 2 and abs(len(got) - 44100) <= 2048
+
+
+def test_unreadable_file_errors_name_the_file(tmp_path):
+    """Missing, a directory, zero bytes, garbage: one AudioFileError (a TrackError for the build,
+    an AudioError for everyone) naming the file, from the header read and the full decode."""
+    from iass.errors import AudioError
+
+    (tmp_path / "dir.wav").mkdir()
+    (tmp_path / "zero.flac").write_bytes(b"")
+    (tmp_path / "junk.mp3").write_bytes(b"junk" * 100)
+    cases = {"nope.wav": "missing file", "dir.wav": "not a regular file",
+             "zero.flac": r"unreadable audio \(empty file, 0 bytes\)",
+             "junk.mp3": r"unreadable audio \(.*; ffmpeg: .*\)$"}
+    for name, reason in cases.items():
+        for read in (au.audio_info, au.read_audio):
+            with pytest.raises(au.AudioFileError, match=f"{name}: {reason}") as err:
+                read(tmp_path / name)
+            assert isinstance(err.value, AudioError) and isinstance(err.value, TrackError)
+            assert "\n" not in str(err.value)
