@@ -42,3 +42,15 @@ def test_no_generic_top_level_module(name):
         where = spec.origin or next(iter(spec.submodule_search_locations or []), "")
         assert REPO_ROOT.resolve() not in Path(where).resolve().parents, \
             f"top-level {name!r} resolves into the repository: {where}"
+
+
+def test_subpackages_import_from_the_checkout_root():
+    """`python -m pytest` / `python -c` in the checkout put it first on sys.path, so `iass` is the
+    folder itself there: its links iass/pipelines -> ../pipelines (etc.) must resolve."""
+    import subprocess
+
+    code = ("import iass, iass.pipelines.build, iass.training.train, iass.evaluation.metrics; "
+            "print(iass.__file__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).resolve() == (REPO_ROOT / "iass" / "__init__.py").resolve()

@@ -12,7 +12,7 @@ import yaml
 
 from iass import REPO_ROOT
 from iass.io import TMP_MARK, wav_header
-from iass.pipelines import build as B  # sets Prefect's offline defaults before Prefect loads
+from iass.pipelines import build as B
 
 #: small corpus params (4 shards, 2 workers), as tests/test_build.py uses
 PARAMS = {"corpus": {"hop": 1024, "num_shards": 4, "workers": 2, "runner": "threads",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import _reliability  # noqa: F401 - sets Prefect's offline defaults before Prefect loads
+import _reliability  # noqa: F401 - the suite's helpers, importable from every test module
 
 # pytest registers every directory's conftest.py as the module `conftest`, so once this one is
 # loaded, `from conftest import make_audio` elsewhere (tests/source_fixtures.py) would find this

@@ -34,7 +34,7 @@ from iass.pipelines.corpus_format import Corpus
 
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory) -> dict[str, Path]:
-    """The four layouts (9 tracks of 3 s, see tests/_corpus_fixtures.py)."""
+    """The four layouts (9 tracks of 3 s, see tests/corpus_fixtures.py)."""
     return make_sources(tmp_path_factory.mktemp("sources"))
 
 
