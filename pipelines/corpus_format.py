@@ -249,9 +249,9 @@ class Corpus:
 
     # targets ----------------------------------------------------------------------------
     def target_known(self, track_id: str, target: str) -> bool:
-        """False when the source corpus does not tell this target's audio apart (MUSDB piano)."""
-        unknown = set(self.track(track_id)["unknown_instruments"] or ())
-        return not any(i in unknown for i in self.taxonomy.descendants(target))
+        """False when the source corpus does not tell this target's audio apart (MUSDB piano;
+        the residual ``other`` on a fully annotated track): :meth:`Taxonomy.target_known`."""
+        return self.taxonomy.target_known(target, self.track(track_id)["unknown_instruments"])
 
     def target_instruments(self, track_id: str, target: str) -> list[str]:
         """Instruments of this track whose stems make up ``target``."""

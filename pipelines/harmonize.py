@@ -9,7 +9,10 @@ Unknown vs inactive: when a track has a stem whose content the corpus does not d
 (``annotated=False``: MUSDB ``other``, MedleyDB 'Unlabeled'), every canonical instrument outside
 the subtrees of the track's annotated stems is *unknown* (it may hide in that stem), except the
 unannotated stem's own instrument, which has audio and a computed activity. A fully annotated
-track has no unknowns: an instrument without a stem is silent (inactive).
+track has no unknowns: an instrument without a stem is silent (inactive). The taxonomy's
+*residual* node (``other``) is the exception the readers add (:meth:`Taxonomy.target_known`): as
+a target it means "the stem of everything else", which only a track with an unannotated stem
+has, so on a fully annotated track it is unknown rather than silent.
 """
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ class Taxonomy:
     children: dict[str, tuple[str, ...]]
     targets: tuple[str, ...]
     descriptions: dict[str, str] = field(default_factory=dict)
+    residual: frozenset[str] = frozenset()   # leaves marked `residual: true` (MUSDB's `other`)
     sha256: str = ""
     path: Path | None = None
 
@@ -74,6 +75,21 @@ class Taxonomy:
         anc = self.ancestors(name)
         return anc[-1] if anc else name
 
+    def target_known(self, target: str, unknown_instruments) -> bool:
+        """Whether a track with these ``unknown_instruments`` separates ``target``'s audio.
+
+        Unknown when any instrument under the target is unknown (MUSDB's piano, inside
+        ``other``). A *residual* node (``residual: true``: ``other``) is the stem of everything
+        a track's annotated stems are not; only a track that is not fully annotated has one (an
+        unannotated stem maps there: MUSDB's ``other``, MedleyDB's 'Unlabeled'), so on a fully
+        annotated track (no unknown instrument) a target holding a residual node is unknown too.
+        """
+        unknown = set(unknown_instruments or ())
+        subtree = self.descendants(target)
+        if any(i in unknown for i in subtree):
+            return False
+        return bool(unknown) or not any(i in self.residual for i in subtree)
+
 
 def _walk(nodes: dict, parent: str | None, out: Taxonomy, path: Path) -> None:
     for name, spec in (nodes or {}).items():
@@ -112,7 +128,21 @@ def _load_taxonomy_cached(path_str: str) -> Taxonomy:
     _walk(doc["instruments"], None, tax, path)
     for t in tax.targets:
         tax.check(t)
+    residual = frozenset(_residual_nodes(doc["instruments"]))
+    for name in residual:
+        if tax.children[name]:
+            raise TaxonomyError(f"{path}: residual instrument {name!r} must be a leaf (it is one "
+                                "corpus stem of unknown content)")
+    object.__setattr__(tax, "residual", residual)
     return tax
+
+
+def _residual_nodes(nodes: dict):
+    for name, spec in (nodes or {}).items():
+        spec = spec if isinstance(spec, dict) else {}
+        if spec.get("residual"):
+            yield name
+        yield from _residual_nodes(spec.get("children") or {})
 
 
 # --------------------------------------------------------------------------------------------

@@ -108,8 +108,11 @@ class SplitIndex:
         for tid in ids:
             row = corpus.track(tid)
             instruments = tuple(row["instruments"] or ())
-            rest = tuple(i for i in instruments if not any(tax.covers(t, i) for t in targets))
             unknown = frozenset(t for t in targets if not corpus.target_known(tid, t))
+            # a target the track does not separate keeps its stems in the rest (a MedleyDB
+            # effects stem under the residual target `other` stays in the mixture)
+            rest = tuple(i for i in instruments
+                         if not any(tax.covers(t, i) for t in targets if t not in unknown))
             info[tid] = _TrackInfo(int(row["num_samples"]), rest, unknown)
         eligible = {t: [tid for tid in ids if t not in info[tid].unknown_targets] for t in targets}
         present = ({t: [tid for tid in eligible[t] if corpus.target_plays(tid, t)] for t in targets}

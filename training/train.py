@@ -143,12 +143,60 @@ class Trainer:
                                   "rebuild the corpus with tracks in that split")
         for target in self.spec.targets:
             corpus.taxonomy.check(target)   # a ConfigError naming the unknown target
+        known = {split: self._check_targets(split) for split in ("train", "valid")}
+        for split in ("train", "valid"):
+            self._check_labels(split, known[split])
+        self._check_chunk_length()
         if cfg.batch_size % self.d.world:
             raise ConfigError(f"train.batch_size {cfg.batch_size} is not divisible by "
                               f"{self.d.world} processes")
         if self.spec.config.get("target_balance") and cfg.stats_examples <= 0:
             raise ConfigError("model.iass.target_balance needs train.stats_examples > 0 "
                               "(the target energies are measured on those chunks)")
+
+    def _check_targets(self, split: str) -> dict[str, list[str]]:
+        """Every target is separated (known) in at least one track of ``split``; every activity
+        shard of the split is on disk. Returns {target: the tracks that separate it}."""
+        corpus = self.corpus
+        out = {}
+        ids = corpus.track_ids(split=split)
+        for shard in sorted({corpus.track(tid)["shard"] for tid in ids}):
+            part = corpus.tables.activity_part(shard)
+            if not part.is_file():
+                raise CorpusError(f"{corpus.root}: activity labels missing: {part} (split {split!r}); "
+                                  "rebuild the corpus")
+        for target in self.spec.targets:
+            known = [tid for tid in ids if corpus.target_known(tid, target)]
+            if not known:
+                raise CorpusError(
+                    f"{corpus.root}: target {target!r} is not separated by any of the {len(ids)} "
+                    f"tracks of split {split!r} (its audio is unknown in all of them"
+                    + (": only a corpus with a residual stem, as MUSDB's `other`, separates it"
+                       if target in corpus.taxonomy.residual else "")
+                    + "); drop it from train.targets / --targets or add tracks that separate it")
+            out[target] = known
+        return out
+
+    def _check_labels(self, split: str, known: dict[str, list[str]]) -> None:
+        """Every target has activity labels in a track of ``split`` that separates it."""
+        corpus = self.corpus
+        for target in self.spec.targets:
+            if not any(np.isfinite(corpus.read_activity(tid, [target])[0]).any()
+                       for tid in known[target]):
+                raise CorpusError(
+                    f"{corpus.root}: target {target!r} has no activity labels in split {split!r} "
+                    f"(every frame unknown in the {len(known[target])} tracks that separate it); rebuild "
+                    "the corpus with labels for it")
+
+    def _check_chunk_length(self) -> None:
+        """At least one training track holds a whole chunk (else every example is padding)."""
+        corpus, chunk = self.corpus, self.chunks.chunk_samples
+        lengths = [int(corpus.track(tid)["num_samples"]) for tid in corpus.track_ids(split="train")]
+        if max(lengths) < chunk:
+            raise CorpusError(
+                f"{corpus.root}: no training track is as long as one chunk (train.chunk_seconds = "
+                f"{chunk / self.sample_rate:g} s; the longest is {max(lengths) / self.sample_rate:.2f} s); "
+                "lower train.chunk_seconds or add longer tracks")
 
     # run directory ---------------------------------------------------------------------------
     def _identity(self) -> dict:
