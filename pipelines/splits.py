@@ -16,6 +16,14 @@ Duplicates: two tracks are the same song when they share a normalised artist+tit
 audio fingerprints match (:func:`audio_fingerprint`, a Haitsma-Kalker style band-energy sign
 code; gain invariant, tolerant to re-encoding and small offsets). A duplicate group lives in one
 split; the manifest lists every group.
+
+A corpus need not be in the build for its split to count: a declared split of a song the build
+does not hold (``corpus.splits.declared: {musdb: <MUSDB's official split>}`` in a MedleyDB +
+Mixing Secrets build without MUSDB audio) becomes a *reference* song (:func:`reference_tracks`).
+References take part in the name match and in rules 1-2, so a track of the build that is the
+same song takes the reference's split and an artist follows its referenced songs, exactly as if
+the other corpus were built; they are matched by name only (no audio), never get a row, and
+the manifest's duplicate groups list them with ``"reference": true``.
 """
 from __future__ import annotations
 
@@ -236,15 +244,50 @@ def find_duplicates(tracks: Sequence[SplitTrack], use_fingerprint: bool = True,
     return {t.track_id: uf.find(t.track_id) for t in tracks}, how
 
 
+def reference_tracks(declared: Mapping[str, Mapping[str, str]],
+                     present: Iterable[tuple[str, str]]) -> list[SplitTrack]:
+    """The declared songs the build does not hold, as reference tracks for :func:`assign_splits`.
+
+    ``declared``: ``{source: {native_id: split}}`` (``corpus.splits.declared``); ``present``: the
+    (source, native_id) pairs of the build's tracks. Track ids are the corpus' own
+    (``corpus_format.make_track_id``), so a reference never collides with a track."""
+    from iass.pipelines.corpus_format import make_track_id
+
+    have = set(present)
+    out = []
+    for source in sorted(declared or {}):
+        for native_id, split in sorted((declared[source] or {}).items()):
+            if (source, native_id) not in have:
+                out.append(SplitTrack(track_id=make_track_id(source, native_id), source=source,
+                                      native_id=native_id, declared=split))
+    return out
+
+
 def assign_splits(tracks: Sequence[SplitTrack], seed: int = 0, valid_fraction: float = 0.15,
                   test_fraction: float = 0.2, use_fingerprint: bool = True,
-                  song_level_artists: Iterable[str] = ()) -> SplitResult:
+                  song_level_artists: Iterable[str] = (),
+                  reference: Sequence[SplitTrack] = ()) -> SplitResult:
     """Apply the split rules of the module docstring to every track of the build.
 
     ``song_level_artists``: names that are not one act (the synthesizer's 'iass synth', a
     library like 'Music Delta'); their songs are split one by one instead of artist-disjoint,
-    which would otherwise put all of them into a single split."""
-    tracks = sorted(tracks, key=lambda t: t.track_id)
+    which would otherwise put all of them into a single split.
+
+    ``reference``: declared songs of corpora outside the build (:func:`reference_tracks`); they
+    bind their duplicates and artists in the build but are not in the result's ``split``,
+    ``song_key`` or ``reasons``."""
+    own = {t.track_id for t in tracks}
+    refs = []
+    for r in reference:
+        if r.track_id in own:
+            continue
+        if r.declared is None:
+            raise ValueError(f"{r.source}:{r.native_id}: a reference song needs a declared split")
+        refs.append(SplitTrack(track_id=r.track_id, source=r.source, native_id=r.native_id,
+                               artist=r.artist, title=r.title, declared=r.declared,
+                               fingerprint="", keys=list(r.keys)))
+    ref_ids = {r.track_id for r in refs}
+    tracks = sorted(list(tracks) + refs, key=lambda t: t.track_id)
     for t in tracks:
         if not t.keys:
             t.keys = song_keys(t.source, t.native_id, t.artist, t.title)
@@ -324,13 +367,20 @@ def assign_splits(tracks: Sequence[SplitTrack], seed: int = 0, valid_fraction: f
             continue
         members = sorted(ids)
         links = sorted({v for (a, b), v in how.items() if a in members and b in members})
-        duplicates.append({
-            "split": split[members[0]],
-            "tracks": [{"track_id": i, "source": by_id[i].source, "native_id": by_id[i].native_id,
-                        "declared": by_id[i].declared} for i in members],
-            "matched_by": links,
-        })
-    song_key = {t.track_id: t.keys[0] for t in tracks}
+        if all(i in ref_ids for i in members):
+            continue  # references among themselves: nothing of the build is involved
+        entries = []
+        for i in members:
+            entry = {"track_id": i, "source": by_id[i].source, "native_id": by_id[i].native_id,
+                     "declared": by_id[i].declared}
+            if i in ref_ids:
+                entry["reference"] = True   # declared, not in this build
+            entries.append(entry)
+        duplicates.append({"split": split[members[0]], "tracks": entries, "matched_by": links})
+    for i in ref_ids:
+        split.pop(i, None)
+        reasons.pop(i, None)
+    song_key = {t.track_id: t.keys[0] for t in tracks if t.track_id not in ref_ids}
     return SplitResult(split=split, song_key=song_key, duplicates=duplicates, reasons=reasons)
 
 

@@ -124,7 +124,7 @@ def config_from_params(params: dict, sources: Mapping[str, Any] | Iterable[Sourc
         strict=bool(c.get("strict", False) if strict is None else strict),
         use_medleydb_lab=use_lab,
         labels=tuple(sorted(act.label_params(labels).items())),
-        splits=tuple(sorted((c.get("splits") or {}).items())),
+        splits=tuple(sorted(_splits_params(c.get("splits") or {}, from_params).items())),
         mixture_tolerance_db=float(c.get("mixture_tolerance_db", -30.0)),
         runner=runner,
         workers=int(workers if workers is not None else c.get("workers", 2)) or (os.cpu_count() or 1),
@@ -132,6 +132,46 @@ def config_from_params(params: dict, sources: Mapping[str, Any] | Iterable[Sourc
         progress=progress,
         source_options=tuple((s.name, s.options_json()) for s in specs if s.options),
     )
+
+
+def _splits_params(splits: Mapping[str, Any], resolve) -> dict[str, Any]:
+    """``corpus.splits`` with each ``declared`` list read: a source's value is ``{native_id:
+    split}`` or the path of a YAML file holding that mapping (relative to the params file, via
+    ``resolve``), e.g. ``declared: {musdb: musdb18_splits.yaml}``, MUSDB's official split, which
+    keeps a MedleyDB / Mixing Secrets song that is also in MUSDB in MUSDB's split even when the
+    build has no MUSDB audio (see :mod:`iass.pipelines.splits`, reference songs). The manifest
+    records the lists, not the path, so the corpus version follows their content."""
+    import yaml
+
+    out = dict(splits)
+    declared = out.get("declared") or {}
+    if not isinstance(declared, Mapping):
+        raise BuildError(f"corpus.splits.declared: expected {{source: {{native_id: split}}}}, "
+                         f"got {type(declared).__name__}")
+    lists: dict[str, Any] = {}
+    for source, value in declared.items():
+        key = f"corpus.splits.declared.{source}"
+        if isinstance(value, str):
+            path = Path(resolve(value))
+            try:
+                value = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise BuildError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+            except yaml.YAMLError as exc:
+                raise BuildError(f"{key}: {path} is not valid YAML: "
+                                 f"{' '.join(str(exc).split())}") from None
+            where = f"{key} ({path})"
+        else:
+            where = key
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise BuildError(f"{where}: expected a mapping native_id: split")
+        lists[str(source)] = dict(value)
+    if "declared" in out:
+        out["declared"] = lists
+    return out
 
 
 def is_disk_error(exc: BaseException) -> bool:

@@ -30,7 +30,7 @@ from iass.pipelines.build.lock import build_lock
 from iass.pipelines.build.publish import publish_corpus
 from iass.pipelines.build.steps import _scrub, is_utf8, reject, run_track
 from iass.pipelines.sources.base import TrackRef, get_adapter
-from iass.pipelines.splits import SPLITS, SplitTrack, assign_splits
+from iass.pipelines.splits import SPLITS, SplitTrack, assign_splits, reference_tracks
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,14 @@ def split_guard(records: list[dict], split_params: dict):
         items.append(SplitTrack(track_id=r["track_id"], source=r["source"], native_id=r["native_id"],
                                 artist=t["artist"], title=t["title"], declared=d,
                                 fingerprint=t["fingerprint"]))
+    # declared songs the build does not hold (MUSDB's official split in a build without MUSDB)
+    reference = reference_tracks(declared, ((r["source"], r["native_id"]) for r in records))
     try:
         return assign_splits(items, seed=int(split_params.get("seed", 0)),
                              valid_fraction=float(split_params.get("valid_fraction", 0.15)),
                              test_fraction=float(split_params.get("test_fraction", 0.2)),
-                             song_level_artists=split_params.get("song_level_artists") or ())
+                             song_level_artists=split_params.get("song_level_artists") or (),
+                             reference=reference)
     except ValueError as exc:
         raise BuildError(f"split guard: {exc}") from None
 
