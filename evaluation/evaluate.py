@@ -85,6 +85,7 @@ class EvaluateConfig:
     oracle_gate: bool = False           # also score each IASS run gated by the corpus' labels
     targets: tuple[str, ...] | None = None
     limit: int | None = None  # evaluate the first N tracks only (smoke runs)
+    figure: str = "fig4"      # figure.png in the paper's layout: fig3 (per metric) | fig4 (per instrument)
 
 
 def slug(text: str) -> str:
@@ -442,6 +443,8 @@ def calibrate_runs(corpus, runs: list[RunSpec], config: EvaluateConfig, progress
 def config_from_params(params: dict, **overrides) -> EvaluateConfig:
     """EvaluateConfig from params.yaml's ``evaluate`` section plus CLI values. The IBM uses the
     first run's STFT, so that it masks the very frames the models mask."""
+    from iass.evaluation.report import check_figure
+
     ev = dict(params.get("evaluate") or {})
     sep_keys = {"weighting", "threshold", "median_frames", "wiener", "chunk_seconds"}
     sep = SeparationConfig.from_params(ev, **{k: v for k, v in overrides.items() if k in sep_keys})
@@ -451,6 +454,8 @@ def config_from_params(params: dict, **overrides) -> EvaluateConfig:
         threshold_split=ev.get("threshold_split") or None,
         threshold_metric=str(ev.get("threshold_metric", "sdr")),
         oracle_gate=bool(ev.get("oracle_gate", False)),
+        figure=check_figure(ev.get("figure")),  # fig3 | fig4, a ConfigError otherwise
     )
     rest = {k: v for k, v in overrides.items() if k not in sep_keys and v is not None}
+    rest.update({"figure": check_figure(rest["figure"])} if "figure" in rest else {})
     return replace(cfg, **rest)

@@ -7,7 +7,11 @@
   target and method, the SDR of the windows where the target is partly silent vs active
   throughout (where a gate can act), and the pooled activity precision / recall / F1 / ROC-AUC
   per target; the tables a reader compares first.
-- ``sdr_boxplot.png``: SDR per target and method (the paper's figures 3 and 4, as box plots).
+- ``sdr_boxplot.png``: SDR per target and method, every method as box plots.
+- ``figure.png``: the paper's layout (``evaluate.figure``): ``fig3`` (Hung & Lerch 2020, Fig. 3,
+  MUSDB18): per target, box plots over tracks of SDR / SIR / SAR / ISR, Open-Unmix beside IASS,
+  one panel per metric; ``fig4`` (Fig. 4, per instrument): median SDR over tracks of Open-Unmix,
+  IASS, IBM and input-SDR as grouped bars. ``summary.md`` opens with its medians as a table.
 - ``metrics.json``: median SDR / SIR / SAR / PES / EPS (and SDR_partial / SDR_active) per target and method plus activity
   F1 / AUC, for ``dvc metrics``; keys are slugs (``iass_weighted``, ``open_unmix``, ``ibm``, ``input_sdr``).
 """
@@ -26,6 +30,9 @@ RESULTS = "results.parquet"
 ACTIVITY = "activity.parquet"
 METRICS = "metrics.json"
 BOXPLOT = "sdr_boxplot.png"
+FIGURE = "figure.png"
+FIGURES = ("fig3", "fig4")
+FIG3_METRICS = ("SDR", "SIR", "SAR", "ISR")
 TABLE_METRICS = ("SDR", "SIR", "SAR", "PES", "EPS")
 SILENCE_TITLES = {
     "PES": "Predicted energy at silence (Schulze-Forster et al. 2019): mean over the 1 s windows "
@@ -118,12 +125,16 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
     activity = pooled_activity(results)
     _write_activity_table(out_dir / ACTIVITY, activity)
     tables = {m: median_table(df, m, methods, targets) for m in TABLE_METRICS}
+    figure = check_figure(getattr(config, "figure", "fig4"))
+    fig_methods = figure_methods(methods, runs, figure)
     lines = _header_lines(results, methods, corpus, config, runs)
+    lines += figure_section(df, fig_methods, targets, figure)
     lines += _metric_sections(df, tables, methods, targets)
     lines += window_class_section(df, methods, targets)
     lines += _activity_section(activity, targets)
     atomic_write_text(out_dir / SUMMARY, "\n".join(lines))
     plot_sdr(df, methods, targets, out_dir / BOXPLOT)
+    plot_figure(df, fig_methods, targets, out_dir / FIGURE, figure)
     metrics = _metrics_json(df, tables, activity, methods, targets, runs)
     metrics["tracks"] = len(results)
     atomic_write_json(out_dir / METRICS, metrics)
@@ -202,7 +213,8 @@ def _activity_section(activity: list[dict], targets: list[str]) -> list[str]:
                          f"| {_fmt(a['f1'])} | {_fmt(a['auc'])} | {a['frames']} ({a['active_frames']}) |")
     else:
         lines.append("No run with activity detection was evaluated.")
-    return lines + ["", f"Files: `{RESULTS}` (per track), `{ACTIVITY}`, `{BOXPLOT}`, `{METRICS}`.", ""]
+    return lines + ["", f"Files: `{RESULTS}` (per track), `{ACTIVITY}`, `{BOXPLOT}`, `{FIGURE}`, "
+                        f"`{METRICS}`.", ""]
 
 
 def _metrics_json(df, tables: dict, activity: list[dict], methods: list, targets: list[str],
@@ -311,6 +323,133 @@ def plot_sdr(df, methods: list, targets: list[str], path: Path) -> None:
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ the paper's figures
+FIGURE_TITLES = {
+    "fig3": "Figure 3 layout: SDR / SIR / SAR / ISR per target, median over tracks (dB)",
+    "fig4": "Figure 4 layout: median SDR per instrument over tracks (dB)",
+}
+
+
+def check_figure(kind) -> str:
+    """``evaluate.figure`` checked: fig3 | fig4 (None: fig4)."""
+    kind = "fig4" if kind is None else str(kind).strip().lower()
+    if kind not in FIGURES:
+        raise ConfigError(f"evaluate.figure = {kind!r}: expected one of {', '.join(FIGURES)}")
+    return kind
+
+
+def figure_methods(methods: list, runs, figure: str) -> list:
+    """The methods a figure compares: one per run (an IASS run's weighted variant, the paper's
+    IASS; Open-Unmix first, as in the paper), then for ``fig4`` IBM and input-SDR."""
+    kinds = {i: getattr(r, "kind", "") for i, r in enumerate(runs or [])}
+    primary: dict[int, object] = {}
+    for m in methods:
+        if m.run_index is None or m.weighting == "oracle":
+            continue
+        best = primary.get(m.run_index)
+        if best is None or (best.weighting == "none" and m.weighting != "none"):
+            primary[m.run_index] = m
+    chosen = sorted(primary.values(), key=lambda m: (kinds.get(m.run_index) != "umx", m.run_index))
+    if figure == "fig4":
+        chosen += [m for m in methods if m.run_index is None]
+    return chosen or list(methods)
+
+
+def _figure_metrics(figure: str) -> tuple[str, ...]:
+    return FIG3_METRICS if figure == "fig3" else ("SDR",)
+
+
+def figure_section(df, methods: list, targets: list[str], figure: str) -> list[str]:
+    """summary.md's table of the figure's medians (``iass report show`` prints it)."""
+    metrics = _figure_metrics(figure)
+    labels = [m.label for m in methods]
+    tables = {metric: median_table(df, metric, methods, targets) for metric in metrics}
+    head = [f"{metric}: {lab}" if len(metrics) > 1 else lab for metric in metrics for lab in labels]
+    lines = [f"## {FIGURE_TITLES[figure]}", "",
+             f"`{FIGURE}`; the per-metric tables below list every method.", "",
+             "| target | tracks | " + " | ".join(head) + " |",
+             "|---|---:|" + "---:|" * len(head)]
+    for target in list(targets) + ["all"]:
+        name = "**all**" if target == "all" else target
+        cells = " | ".join(_fmt(tables[metric][target][lab]) for metric in metrics for lab in labels)
+        lines.append(f"| {name} | {_count_tracks(df, target)} | {cells} |")
+    return lines + [""]
+
+
+def _track_values(df, metric: str, target: str, label: str) -> np.ndarray:
+    import polars as pl
+
+    v = df.filter((pl.col("metric") == metric) & (pl.col("target") == target)
+                  & (pl.col("method") == label))["value"].to_numpy()
+    return v[np.isfinite(v)]
+
+
+def plot_figure(df, methods: list, targets: list[str], path: Path, figure: str) -> None:
+    """``figure.png`` in the layout of the paper's Fig. 3 or Fig. 4 (see the module docstring)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = plt.get_cmap("tab10")
+    n_m = max(len(methods), 1)
+    width = 0.8 / n_m
+    ticks = [f"{t}\n(n={_count_tracks(df, t)})" for t in targets]
+    if figure == "fig3":
+        fig, axes = plt.subplots(len(FIG3_METRICS), 1, sharex=True,
+                                 figsize=(max(6.5, 1.1 * len(targets) * n_m + 2.5), 10.5))
+        for ax, metric in zip(axes, FIG3_METRICS):
+            for j, m in enumerate(methods):
+                data, pos = [], []
+                for i, t in enumerate(targets):
+                    v = _track_values(df, metric, t, m.label)
+                    if v.size:
+                        data.append(v)
+                        pos.append(i - 0.4 + width * (j + 0.5))
+                if data:
+                    bp = ax.boxplot(data, positions=pos, widths=width * 0.8, patch_artist=True,
+                                    manage_ticks=False, flierprops={"markersize": 3},
+                                    medianprops={"color": "black", "linewidth": 1.2})
+                    for box in bp["boxes"]:
+                        box.set_facecolor(colors(j % 10))
+                        box.set_alpha(0.85)
+            ax.set_ylabel(f"{metric} (dB)")
+            ax.axhline(0, color="grey", linewidth=0.5)
+            ax.grid(axis="y", alpha=0.3)
+            ax.set_xlim(-0.6, len(targets) - 0.4)
+        axes[-1].set_xticks(range(len(targets)))
+        axes[-1].set_xticklabels(ticks)
+        axes[-1].set_xlabel("target (n = tracks scored)")
+        title = "BSS Eval v4 per target: one box per method over the tracks (median over 1 s windows)"
+    else:
+        fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * len(targets) * n_m + 2.5), 5.0))
+        table = median_table(df, "SDR", methods, targets)
+        for j, m in enumerate(methods):
+            x = [i - 0.4 + width * (j + 0.5) for i in range(len(targets))]
+            y = [table[t][m.label] for t in targets]
+            ax.bar(x, [0.0 if math.isnan(v) else v for v in y], width=width * 0.9,
+                   color=colors(j % 10), edgecolor="black", linewidth=0.4)
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_xticks(range(len(targets)))
+        ax.set_xticklabels(ticks)
+        ax.set_xlim(-0.6, len(targets) - 0.4)
+        ax.set_xlabel("instrument (n = tracks scored)")
+        ax.set_ylabel("median SDR over tracks (dB)")
+        title = "Median SDR per instrument (BSS Eval v4, median over 1 s windows per track)"
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=colors(j % 10), edgecolor="black", label=m.label)
+               for j, m in enumerate(methods)]
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 4), fontsize=9,
+               frameon=False, bbox_to_anchor=(0.5, 0.995))
+    fig.suptitle(title, fontsize=10, y=0.94 if figure == "fig4" else 0.965)
+    fig.tight_layout(rect=(0, 0, 1, 0.92 if figure == "fig4" else 0.95))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)

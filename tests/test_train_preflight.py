@@ -107,6 +107,17 @@ def test_no_track_holds_a_chunk(tmp_path):
     make(root, tmp_path / "run", ["vocals", "bass", "piano"])   # the fixture itself passes
 
 
+def test_an_stft_shorter_than_the_hop(tmp_path):
+    root = corpus_of(tmp_path, "c", default_fixture_tracks())
+    from iass.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.iass.n_fft \(or its preset\) = 128 is shorter "
+                                          "than the corpus hop 256"):
+        make(root, tmp_path / "run", ["vocals"], "model.iass.n_fft=128")
+    with pytest.raises(ConfigError, match=r"stft.n_fft \(or model.umx.n_fft\) = 128 is shorter than the corpus hop 256"):
+        make(root, tmp_path / "run", ["vocals"], "stft.n_fft=128", kind="umx")
+
+
 def test_the_cli_says_it_in_one_line(tmp_path):
     root = corpus_of(tmp_path, "c", default_fixture_tracks())
     args = ["--model", "umx", "--corpus", str(root), "--run-dir", str(tmp_path / "run"),

@@ -143,6 +143,11 @@ class Trainer:
                                   "rebuild the corpus with tracks in that split")
         for target in self.spec.targets:
             corpus.taxonomy.check(target)   # a ConfigError naming the unknown target
+        if self.n_fft < self.hop:
+            where = ("model.iass.n_fft (or its preset)" if self.kind == "iass"
+                     else "stft.n_fft (or model.umx.n_fft)")
+            raise ConfigError(f"{where} = {self.n_fft} is shorter than the corpus hop {self.hop}: "
+                              "the STFT frames would leave gaps; use n_fft >= hop (e.g. 4 x hop)")
         known = {split: self._check_targets(split) for split in ("train", "valid")}
         for split in ("train", "valid"):
             self._check_labels(split, known[split])
