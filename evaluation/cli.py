@@ -63,9 +63,6 @@ def add_parser(sub) -> None:
     p.add_argument("--oracle-gate", action="store_true", default=None,
                    help="also score each IASS run's masks gated by the corpus' activity labels: "
                         "what a perfect detector's gate would give (default: evaluate.oracle_gate)")
-    p.add_argument("--figure", choices=["fig3", "fig4"], default=None,
-                   help="figure.png in the paper's layout: fig3 = SDR/SIR/SAR/ISR box plots per "
-                        "target, fig4 = median SDR per instrument (default: evaluate.figure, fig4)")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel track workers (default: evaluate.workers)")
     p.add_argument("--targets", nargs="+", default=None, help="targets to score (default: the runs')")
@@ -110,6 +107,16 @@ def _add_report(sub) -> None:
                        help="evaluation report directories (at least two)")
     seeds.add_argument("--out", default="reports/seeds", help="default: %(default)s")
     seeds.set_defaults(func=run_report_seeds)
+    page = rsub.add_parser(
+        "html", help="(re)render html/index.html of an evaluation directory",
+        description="The evaluation as a static page to open in a browser (no server, nothing "
+                    "from the network): the median tables and, per track, an excerpt with players "
+                    "and spectrograms of the mixture, each target's reference and every method's "
+                    "estimate, the predicted activity with the gate's threshold and the corpus "
+                    "labels, and the track's SDR / SIR / PES. `iass evaluate` writes it too; this "
+                    "renders it again from the excerpts it saved (html/assets), without separating.")
+    page.add_argument("dir", nargs="?", default="reports/evaluate", help="default: %(default)s")
+    page.set_defaults(func=run_report_html)
     r.set_defaults(func=lambda args: (r.print_help(), 2)[1])
 
 
@@ -143,7 +150,7 @@ def run_evaluate(args) -> int:
             params, **_sep_overrides(args), split=args.split, workers=args.workers,
             device=args.device, checkpoint=args.checkpoint, threshold_split=args.threshold_split,
             threshold_metric=args.threshold_metric, oracle_gate=args.oracle_gate,
-            figure=args.figure, targets=tuple(args.targets) if args.targets else None, limit=args.limit)
+            targets=tuple(args.targets) if args.targets else None, limit=args.limit)
     except ValueError as exc:
         print(f"iass evaluate: {exc}", file=sys.stderr)
         return 2
@@ -190,6 +197,15 @@ def run_report_seeds(args) -> int:
         return 2
     sys.stdout.write((Path(args.out) / SEEDS_SUMMARY).read_text())
     print(f"report: {Path(args.out) / SEEDS_SUMMARY}")
+    return 0
+
+
+def run_report_html(args) -> int:
+    from iass.evaluation.html_report import render
+    from iass.pipelines.html_media import dir_size
+
+    index = render(args.dir)        # a ConfigError (no report there): `error: ...`, exit 1
+    print(f"report: {index} ({dir_size(index.parent) / 1e6:.1f} MB with its assets)")
     return 0
 
 

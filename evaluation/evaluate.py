@@ -85,7 +85,8 @@ class EvaluateConfig:
     oracle_gate: bool = False           # also score each IASS run gated by the corpus' labels
     targets: tuple[str, ...] | None = None
     limit: int | None = None  # evaluate the first N tracks only (smoke runs)
-    figure: str = "fig4"      # figure.png in the paper's layout: fig3 (per metric) | fig4 (per instrument)
+    html: bool = True         # also write html/index.html (iass.evaluation.html_report)
+    html_assets: str | None = None  # where workers save the excerpts (set by evaluate())
 
 
 def slug(text: str) -> str:
@@ -323,6 +324,10 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
     track = _read_track(Corpus(corpus_root), track_id, runs, targets)
     estimates, activity = _separate_runs(track, runs, methods, config)
     estimates.update(_reference_estimates(track, config))
+    if config.html_assets:   # HTML report hook: save the excerpt while the estimates exist
+        from iass.evaluation.html_report import capture_track
+
+        capture_track(config.html_assets, track, estimates, activity, runs, methods, config)
     rows = _bss_rows(track, estimates, methods, config)
     activity_rows, frames = _activity_rows(track, activity, methods, targets)
     return {"track_id": track_id, "rows": rows + activity_rows, "frames": frames,
@@ -409,9 +414,15 @@ def evaluate(corpus_root: str | Path, run_sources: list, out_dir: str | Path,
     if not track_ids:
         raise CorpusError(f"{corpus_root}: no tracks in split {config.split!r}")
     runs, config, methods, targets = _prepare(corpus, run_sources, config, progress)
+    if config.html:          # HTML report: workers capture the excerpts, rendered at the end
+        from iass.evaluation import html_report
+
+        config = replace(config, html_assets=str(html_report.reset_assets(out_dir)))
     tasks = [(corpus_root, tid, runs, methods, targets, config) for tid in track_ids]
     results = _score_all(tasks, config.workers, progress)
     summary = report.write_report(out_dir, results, methods, targets, corpus, config, runs)
+    if config.html:
+        html_report.render(out_dir)
     log.info("evaluated %d tracks x %d targets x %d methods -> %s",
              len(track_ids), len(targets), len(methods), out_dir)
     return summary
@@ -443,8 +454,6 @@ def calibrate_runs(corpus, runs: list[RunSpec], config: EvaluateConfig, progress
 def config_from_params(params: dict, **overrides) -> EvaluateConfig:
     """EvaluateConfig from params.yaml's ``evaluate`` section plus CLI values. The IBM uses the
     first run's STFT, so that it masks the very frames the models mask."""
-    from iass.evaluation.report import check_figure
-
     ev = dict(params.get("evaluate") or {})
     sep_keys = {"weighting", "threshold", "median_frames", "wiener", "chunk_seconds"}
     sep = SeparationConfig.from_params(ev, **{k: v for k, v in overrides.items() if k in sep_keys})
@@ -454,8 +463,7 @@ def config_from_params(params: dict, **overrides) -> EvaluateConfig:
         threshold_split=ev.get("threshold_split") or None,
         threshold_metric=str(ev.get("threshold_metric", "sdr")),
         oracle_gate=bool(ev.get("oracle_gate", False)),
-        figure=check_figure(ev.get("figure")),  # fig3 | fig4, a ConfigError otherwise
+        html=bool(ev.get("html", True)),
     )
     rest = {k: v for k, v in overrides.items() if k not in sep_keys and v is not None}
-    rest.update({"figure": check_figure(rest["figure"])} if "figure" in rest else {})
     return replace(cfg, **rest)

@@ -1,4 +1,5 @@
-"""``iass corpus build|info|validate``: thin wrappers over pipelines.build and pipelines.corpus_check."""
+"""``iass corpus build|info|validate|report``: thin wrappers over pipelines.build, pipelines.corpus_check
+and pipelines.corpus_report."""
 from __future__ import annotations
 
 import argparse
@@ -52,6 +53,21 @@ def add_parser(sub) -> None:
     v.add_argument("dir", help="corpus directory")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.set_defaults(func=_validate)
+
+    r = csub.add_parser(
+        "report", help="a static HTML page of the corpus: hours, activity, rejects, players",
+        description="Write <out>/index.html (with assets/ beside it; no server, nothing from the "
+                    "network): hours per source, split and instrument, the active share per "
+                    "instrument, the rejected tracks with their reasons, and a few tracks with "
+                    "players for the mixture and each stem, the stem's activity labels drawn over "
+                    "its spectrogram.")
+    r.add_argument("dir", help="corpus directory")
+    r.add_argument("--out", default="reports/corpus", help="report directory (default: %(default)s)")
+    r.add_argument("--tracks", type=int, default=4,
+                   help="tracks with players, in turn from each source (default: %(default)s)")
+    r.add_argument("--track", action="append", default=None, metavar="TRACK_ID",
+                   help="a track to show (repeatable; instead of --tracks)")
+    r.set_defaults(func=_report)
     corpus.set_defaults(func=lambda args: (corpus.print_help(), 2)[1])
 
 
@@ -109,6 +125,16 @@ def _info(args) -> int:
         s = info["instruments"].get(name, {"tracks": 0, "active_fraction": None})
         frac = "-" if s["active_fraction"] is None else f"{s['active_fraction']:.3f}"
         print(f"{name:<18}{s['tracks']:>7}{frac:>9}{info['unknown_in_tracks'].get(name, 0):>12}")
+    return 0
+
+
+def _report(args) -> int:
+    from iass.pipelines.corpus_report import write_corpus_report
+    from iass.pipelines.html_media import dir_size
+
+    # a directory that is not a built corpus: CorpusError, `error: ...` exit 1 from iass.cli.main
+    index = write_corpus_report(args.dir, args.out, tracks=args.tracks, track_ids=args.track)
+    print(f"report: {index} ({dir_size(index.parent) / 1e6:.1f} MB with its assets)")
     return 0
 
 
