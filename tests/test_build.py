@@ -190,11 +190,13 @@ def test_rebuild_is_cached_relabel_and_add_touch_little(built, sources, tmp_path
     assert again["stats"] == {"built": 0, "cached": 9, "relabelled": 0, "rejected": 0}
     assert again["manifest"]["corpus_version"] == first["manifest"]["corpus_version"]
     assert again["unchanged"] and _mtimes(out, "audio/*/*/*.wav") == wavs
+    assert again["flow_run"] is False  # settled by the content cache: no Prefect server started
 
     # a label param: labels recomputed from the corpus' WAVs, no audio rewritten
     relabel = B.run_build(_cfg(sources, out, corpus={"labels": {"threshold": 0.8}}))
     assert relabel["stats"]["relabelled"] == 7 and relabel["stats"]["built"] == 0
     assert relabel["stats"]["cached"] == 2  # synth: exact notes do not depend on the threshold
+    assert relabel["flow_run"] is True
     assert _mtimes(out, "audio/*/*/*.wav") == wavs
     assert relabel["manifest"]["corpus_version"] != first["manifest"]["corpus_version"]
 
@@ -385,6 +387,27 @@ def test_kill_and_resume_gives_the_same_version(tmp_path, sources):
     assert v == v_ref
     assert "cached" in done.stdout and " 0 cached" not in done.stdout
     assert not list(out.rglob("*.tmp-*"))
+
+
+def test_a_settled_build_without_prefect_equals_the_flow(built, sources, tmp_path):
+    """Every track cached but the split params changed: the build without a flow run publishes
+    exactly what the flow publishes (tables, version, manifest)."""
+    src_out, first = built
+    outs = {}
+    for how in ("plain", "flow"):
+        out = outs[how] = tmp_path / how
+        shutil.copytree(src_out, out)
+        B.run_build(_cfg(sources, out))  # refresh the stat cache (earlier tests touch sources)
+        res = B.run_build(_cfg(sources, out, corpus={"splits": {"seed": 5, "song_level_artists": ["iass synth"]}}),
+                          always_flow=(how == "flow"))
+        assert res["flow_run"] is (how == "flow")
+        assert res["stats"]["cached"] == 9 and res["stats"]["built"] == 0
+        outs[how + "_manifest"] = res["manifest"]
+    assert outs["plain_manifest"] == outs["flow_manifest"]
+    assert outs["plain_manifest"]["corpus_version"] != first["manifest"]["corpus_version"]
+    for table in ("tracks.parquet", "stems.parquet", "rejects.parquet"):
+        assert (outs["plain"] / table).read_bytes() == (outs["flow"] / table).read_bytes()
+    assert validate_corpus(outs["plain"], progress=False) == []
 
 
 @pytest.mark.slow

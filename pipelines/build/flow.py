@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,15 +21,15 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from iass.pipelines import corpus_format as cf
 from iass.pipelines.build import steps
-from iass.pipelines.build.cache import cached_record
 from iass.pipelines.build.config import BuildConfig, BuildError, disk_error_message, is_disk_error
 from iass.pipelines.build.lock import build_lock
 from iass.pipelines.build.publish import publish_corpus
-from iass.pipelines.build.steps import _scrub, is_utf8, reject, run_track
-from iass.pipelines.sources.base import TrackRef, get_adapter
-from iass.pipelines.splits import SPLITS, SplitTrack, assign_splits, reference_tracks
+from iass.pipelines.build.plan import (
+    assign_split, discover_plain, discover_tracks, finish, settle_cached, split_results,
+)
+from iass.pipelines.build.steps import run_track
+from iass.pipelines.sources.base import TrackRef
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +39,7 @@ _TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 # ------------------------------------------------------------------------------- the tasks
 @task(name="discover", **_TASK)
 def discover_source(name: str, root: str, options: dict | None = None) -> list[TrackRef]:
-    path = Path(root)
-    if not path.is_dir():
-        raise BuildError(f"source {name}: {root} is not a directory")
-    return list(get_adapter(name, **(options or {})).discover(path))
+    return discover_plain(name, root, options)
 
 
 read_validate = task(name="read-validate", retries=0, **_TASK)(steps.read_validate)
@@ -78,24 +74,7 @@ def process_track_impl(ref: TrackRef, cfg: BuildConfig) -> dict:
 
 @task(name="split-guard", **_TASK)
 def split_guard(records: list[dict], split_params: dict):
-    declared = split_params.get("declared") or {}
-    items = []
-    for r in records:
-        t = r["track"]
-        d = (declared.get(r["source"]) or {}).get(r["native_id"]) or r.get("declared_split")
-        items.append(SplitTrack(track_id=r["track_id"], source=r["source"], native_id=r["native_id"],
-                                artist=t["artist"], title=t["title"], declared=d,
-                                fingerprint=t["fingerprint"]))
-    # declared songs the build does not hold (MUSDB's official split in a build without MUSDB)
-    reference = reference_tracks(declared, ((r["source"], r["native_id"]) for r in records))
-    try:
-        return assign_splits(items, seed=int(split_params.get("seed", 0)),
-                             valid_fraction=float(split_params.get("valid_fraction", 0.15)),
-                             test_fraction=float(split_params.get("test_fraction", 0.2)),
-                             song_level_artists=split_params.get("song_level_artists") or (),
-                             reference=reference)
-    except ValueError as exc:
-        raise BuildError(f"split guard: {exc}") from None
+    return assign_split(records, split_params)
 
 
 publish_task = task(name="publish", **_TASK)(publish_corpus)
@@ -120,34 +99,12 @@ def build_corpus(cfg: BuildConfig, lock_held: bool = False):
 
 
 def _discover(cfg: BuildConfig) -> tuple[list[TrackRef], list[dict]]:
-    """Every track of every source, less those quarantined at once: a file name the tables (UTF-8)
-    cannot hold, and the same native id twice in one source (MUSDB's train/ and test/ both
-    holding a song: which copy is right is unknowable, so every copy is quarantined)."""
-    refs: list[TrackRef] = []
-    for name, root in cfg.sources:
-        refs.extend(discover_source.with_options(task_run_name=f"discover-{name}")(
-            name, root, cfg.options_of(name) or None))
-    by_id: dict[str, list[TrackRef]] = {}
-    results: list[dict] = []
-    for r in refs:
-        if not is_utf8(r.native_id):
-            results.append(reject(r, "discover", str(r.location),
-                                  "file name is not valid UTF-8: rename the track", cfg))
-            results[-1]["pid"] = os.getpid()
-            continue
-        by_id.setdefault(cf.make_track_id(r.source, r.native_id), []).append(r)
-    refs = []
-    for tid, group in by_id.items():
-        if len(group) == 1:
-            refs.append(group[0])
-            continue
-        where = ", ".join(_scrub(str(g.location), cfg.sources) for g in group)
-        for g in group:
-            results.append(reject(g, "discover", str(g.location),
-                                  f"duplicate track id {tid}: {len(group)} tracks of {g.source} "
-                                  f"have the native id {g.native_id!r} ({where})", cfg))
-            results[-1]["pid"] = os.getpid()
-    return refs, results
+    """Every track of every source (a ``discover-<source>`` task run each), less those
+    quarantined at once (see :func:`~iass.pipelines.build.plan.discover_tracks`)."""
+    def discover(name, root, options):
+        return discover_source.with_options(task_run_name=f"discover-{name}")(name, root, options)
+
+    return discover_tracks(cfg, discover)
 
 
 def _build(cfg: BuildConfig, lock_held: bool = False):
@@ -162,13 +119,7 @@ def _build(cfg: BuildConfig, lock_held: bool = False):
         clean_temp_files(out)
         refs, results = _discover(cfg)
         n_dup = len(results)
-        todo = []
-        for r in refs:  # unchanged tracks are settled here: no task, no audio
-            hit = cached_record(r, cfg)
-            if hit is None:
-                todo.append(r)
-            else:
-                results.append(hit)
+        todo = settle_cached(refs, cfg, results)  # unchanged tracks: no task, no audio
         # the flow's task runner (threads | processes | dask) runs these; see run_build
         futures = [process_track.with_options(task_run_name=f"track-{r.source}-{r.native_id}"[:100])
                    .submit(r, cfg) for r in todo]
@@ -181,9 +132,7 @@ def _build(cfg: BuildConfig, lock_held: bool = False):
             results.append(res)
             bar.update(1)
         bar.close()
-        records = sorted((r for r in results if r["status"] != "rejected"), key=lambda r: r["track_id"])
-        rejects = sorted((r["reject"] for r in results if r["status"] == "rejected"),
-                         key=lambda r: (r["source"], r["native_id"], r["stage"], r["path"]))
+        records, rejects = split_results(results)
         for rj in rejects:  # one line each: what was quarantined and why (also rejects.parquet)
             log.warning("rejected %s:%s (%s) %s: %s", rj["source"], rj["native_id"], rj["stage"],
                         rj["path"], rj["reason"])
@@ -194,23 +143,7 @@ def _build(cfg: BuildConfig, lock_held: bool = False):
             return Failed(message=(
                 f"--strict: {len(rejects)} track(s) rejected; first: {first['source']}:"
                 f"{first['native_id']} ({first['stage']}) {first['path']}: {first['reason']}"))
-        split = split_guard(records, cfg.split_params)
-        pub = publish_task(cfg, records, rejects, split)
-        manifest = pub["manifest"]
-        stats = {"built": 0, "cached": 0, "relabelled": 0, "rejected": len(rejects)}
-        for r in records:
-            stats[r["status"]] = stats.get(r["status"], 0) + 1
-        elapsed = time.perf_counter() - t0
-        by_split = pub["by_split"]
-        summary = (f"corpus {manifest['corpus_version'][:12]} -> {out}: {pub['tracks']} tracks "
-                   f"({stats['built']} built, {stats['cached']} cached, {stats['relabelled']} "
-                   f"relabelled), {len(rejects)} rejected, {manifest['counts']['hours']:.2f} h, "
-                   f"{len(split.duplicates)} duplicate group(s), splits "
-                   f"{'/'.join(str(by_split[s]) for s in SPLITS)} (train/valid/test), "
-                   f"{elapsed:.1f} s")
-        return {"manifest": manifest, "stats": stats, "shards": pub["shards"], "summary": summary,
-                "worker_pids": sorted({r["pid"] for r in results}),
-                "elapsed_s": elapsed, "unchanged": pub["unchanged"]}
+        return finish(cfg, records, rejects, results, t0, guard=split_guard, publish=publish_task)
 
 
 def task_runner(cfg: BuildConfig):
