@@ -29,8 +29,10 @@ timestamped PEAK chunk).
 
 Modules: :mod:`.config` (BuildConfig, config_from_params, BuildError), :mod:`.lock` (build_lock),
 :mod:`.cache` (keys, records, the one freshness test), :mod:`.steps` (the per-track steps and
-labelling), :mod:`.publish` (snapshots, activity shards, prune, manifest), :mod:`.flow` (the
-Prefect flow and tasks), :mod:`.run` (prefect_environment, run_build).
+labelling), :mod:`.publish` (snapshots, activity shards, prune, manifest), :mod:`.plan` (discovery, cache
+settlement, split guard and the tail of a build as plain functions: a build the cache settles
+entirely runs without Prefect), :mod:`.flow` (the Prefect flow and tasks, over the same
+functions), :mod:`.run` (prefect_environment, run_build).
 
 Importing this package imports neither Prefect nor changes the environment: the names of
 :mod:`.flow` (``build_corpus``, the tasks) load on first use, and :func:`run_build` applies
