@@ -63,6 +63,9 @@ def add_parser(sub) -> None:
     p.add_argument("--oracle-gate", action="store_true", default=None,
                    help="also score each IASS run's masks gated by the corpus' activity labels: "
                         "what a perfect detector's gate would give (default: evaluate.oracle_gate)")
+    p.add_argument("--figure", choices=["fig3", "fig4"], default=None,
+                   help="figure.png in the paper's layout: fig3 = SDR/SIR/SAR/ISR box plots per "
+                        "target, fig4 = median SDR per instrument (default: evaluate.figure, fig4)")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel track workers (default: evaluate.workers)")
     p.add_argument("--targets", nargs="+", default=None, help="targets to score (default: the runs')")
@@ -150,7 +153,7 @@ def run_evaluate(args) -> int:
             params, **_sep_overrides(args), split=args.split, workers=args.workers,
             device=args.device, checkpoint=args.checkpoint, threshold_split=args.threshold_split,
             threshold_metric=args.threshold_metric, oracle_gate=args.oracle_gate,
-            targets=tuple(args.targets) if args.targets else None, limit=args.limit)
+            figure=args.figure, targets=tuple(args.targets) if args.targets else None, limit=args.limit)
     except ValueError as exc:
         print(f"iass evaluate: {exc}", file=sys.stderr)
         return 2

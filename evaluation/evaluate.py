@@ -87,6 +87,7 @@ class EvaluateConfig:
     limit: int | None = None  # evaluate the first N tracks only (smoke runs)
     html: bool = True         # also write html/index.html (iass.evaluation.html_report)
     html_assets: str | None = None  # where workers save the excerpts (set by evaluate())
+    figure: str = "fig4"      # figure.png in the paper's layout: fig3 (per metric) | fig4 (per instrument)
 
 
 def slug(text: str) -> str:
@@ -454,6 +455,8 @@ def calibrate_runs(corpus, runs: list[RunSpec], config: EvaluateConfig, progress
 def config_from_params(params: dict, **overrides) -> EvaluateConfig:
     """EvaluateConfig from params.yaml's ``evaluate`` section plus CLI values. The IBM uses the
     first run's STFT, so that it masks the very frames the models mask."""
+    from iass.evaluation.report import check_figure
+
     ev = dict(params.get("evaluate") or {})
     sep_keys = {"weighting", "threshold", "median_frames", "wiener", "chunk_seconds"}
     sep = SeparationConfig.from_params(ev, **{k: v for k, v in overrides.items() if k in sep_keys})
@@ -464,6 +467,8 @@ def config_from_params(params: dict, **overrides) -> EvaluateConfig:
         threshold_metric=str(ev.get("threshold_metric", "sdr")),
         oracle_gate=bool(ev.get("oracle_gate", False)),
         html=bool(ev.get("html", True)),
+        figure=check_figure(ev.get("figure")),  # fig3 | fig4, a ConfigError otherwise
     )
     rest = {k: v for k, v in overrides.items() if k not in sep_keys and v is not None}
+    rest.update({"figure": check_figure(rest["figure"])} if "figure" in rest else {})
     return replace(cfg, **rest)
