@@ -43,6 +43,7 @@ TABLE_METRICS = ("SDR", "SIR", "SAR", "PES", "EPS")
 LOWER_IS_BETTER = {"PES", "EPS"}
 TRACK_METRICS = ("SDR", "SIR", "PES")
 REFERENCE_METHODS = ("IBM", "input-SDR")
+FIGURE = "figure.png"    # report.py's figure in the paper's layout, when it wrote one
 
 
 def assets_dir(out_dir: str | Path) -> Path:
@@ -161,9 +162,12 @@ def render(out_dir: str | Path) -> Path:
                                  [[r["run"], r["target"], hm.fmt(r["precision"]), hm.fmt(r["recall"]),
                                    hm.fmt(r["f1"]), hm.fmt(r["auc"]), r["frames"]]
                                   for r in act.iter_rows(named=True)]))
-    if (out_dir / BOXPLOT).is_file():
-        shutil.copyfile(out_dir / BOXPLOT, assets / BOXPLOT)
-        body.append(f'<div class="figs"><img src="{ASSETS}/{BOXPLOT}" alt="SDR per target and method"></div>')
+    figs = [name for name in (FIGURE, BOXPLOT) if (out_dir / name).is_file()]
+    for name in figs:
+        shutil.copyfile(out_dir / name, assets / name)
+    if figs:
+        body.append('<div class="figs">' + "".join(
+            f'<img src="{ASSETS}/{name}" alt="{hm.esc(name)}">' for name in figs) + "</div>")
     if summary:
         body.append(f"<details><summary>summary.md</summary><pre>{hm.esc(summary)}</pre></details>")
 

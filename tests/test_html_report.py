@@ -116,6 +116,15 @@ def test_report_html_rerenders_from_the_saved_assets(eval_report, capsys):
     assert "no results.parquet" in capsys.readouterr().err
 
 
+def test_report_without_excerpts_renders_its_tables(eval_report, tmp_path):
+    from iass.evaluation.html_report import render
+
+    for name in ("results.parquet", "activity.parquet", "metrics.json", "summary.md"):
+        shutil.copyfile(eval_report / name, tmp_path / name)
+    text = render(tmp_path).read_text()
+    assert "<h3>SDR</h3>" in text and "No excerpts saved" in text and "<audio" not in text
+
+
 def test_corpus_report_page(corpus_report):
     text = (corpus_report / "index.html").read_text()
     assert "Broken_Song_STEM_01.wav: truncated &lt;RIFF&gt; chunk" in text
