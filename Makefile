@@ -56,6 +56,7 @@ demo: $(EDITABLE)
 	@set -e; for e in $(DEMOS); do \
 	  echo; echo "== $$e (experiments/$$e.yaml) -> reports/$$e"; \
 	  $(BIN)/iass report show reports/$$e; \
+	  echo "look and listen: reports/$$e/html/index.html (evaluation), reports/$$e/corpus/index.html (corpus)"; \
 	done
 
 # One demo experiment's comparison again with other training seeds, then one table over every seed
