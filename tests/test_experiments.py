@@ -167,10 +167,11 @@ def test_each_experiment_is_its_own_chain_reading_its_own_params(dvc_index, exp)
 
 def test_plain_dvc_repro_runs_the_demos_only(dvc_index):
     _, stages, _, default = dvc_index
-    want = {f"{n}@{e}" for n in ("corpus", "train_iass", "train_umx", "evaluate")
+    want = {f"{n}@{e}" for n in ("corpus", "train_iass", "train_umx", "evaluate", "corpus_report")
             for e in DEMO_LAYOUTS}
     synth = load_params(REPO_ROOT / "params.yaml")["synth"]["layouts"]
     assert default == want | {f"synth@{k}" for k in synth}
     assert {s for s in stages if s.startswith("experiments/real/dvc.yaml:")} == {
-        f"experiments/real/dvc.yaml:{n}@{e}" for n in ("corpus", "train_iass", "train_umx", "evaluate")
+        f"experiments/real/dvc.yaml:{n}@{e}"
+        for n in ("corpus", "train_iass", "train_umx", "evaluate", "corpus_report")
         for e in ("musdb", "medleydb_ms")}
