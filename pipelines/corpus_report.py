@@ -181,7 +181,8 @@ def _stacked_bars(title: str, values: dict[tuple[str, str], float], path: Path,
         ax.set_ylabel("hours")
     ax.set_title(title, fontsize=10)
     ax.tick_params(labelsize=8)
-    ax.legend(fontsize=8, frameon=False)
+    # beside the axes, never over a bar
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
