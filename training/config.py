@@ -19,10 +19,13 @@ log = logging.getLogger(__name__)
 TARGET_TRACKS = ("known", "present")
 TARGET_OFFSETS = ("uniform", "active")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")              # fp32: no autocast; bf16: torch.autocast(bfloat16)
 
-#: what a resumed run may change (the budget and where it runs); the rest of the ``train``
-#: section is part of the run's identity
-RESUME_MAY_CHANGE = ("max_steps", "epochs", "device", "workers", "threads")
+#: what a resumed run may change (the budget and where and how fast it runs); the rest of the
+#: ``train`` section is part of the run's identity. ``compile`` is here like ``device``: the same
+#: computation by other kernels (float-rounding differences only); ``precision`` is not: bf16
+#: rounds every matmul and convolution, a different computation.
+RESUME_MAY_CHANGE = ("max_steps", "epochs", "device", "workers", "threads", "compile")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class TrainConfig:
     gain: tuple[float, float] = (1.0, 1.0)  # random source gain range; absent: no random gain
     channel_swap: bool = True
     device: str = "auto"                   # DEVICES
+    precision: str = "fp32"                # PRECISIONS: autocast of the forward and loss
+    compile: bool = False                  # torch.compile the model (CPU: needs a C++ compiler)
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, what: str) -> None:
@@ -61,6 +66,7 @@ class TrainConfig:
         need(self.target_offsets in TARGET_OFFSETS, "target_offsets",
              f"expected one of {', '.join(TARGET_OFFSETS)}")
         need(self.device.lower() in DEVICES, "device", f"expected one of {', '.join(DEVICES)}")
+        need(self.precision in PRECISIONS, "precision", f"expected one of {', '.join(PRECISIONS)}")
         for key in ("batch_size", "steps_per_epoch", "epochs", "valid_chunks_per_track"):
             need(getattr(self, key) >= 1, key, "expected at least 1")
         need(self.max_steps is None or self.max_steps >= 1, "max_steps", "expected at least 1 (or 0: no cap)")
@@ -129,6 +135,18 @@ def _max_steps(value) -> int | None:
     return int(value or 0) or None
 
 
+def _flag(value) -> bool:
+    """A YAML boolean (or the strings true/false); anything else is not a valid value."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(value)
+
+
 #: how each key of the section is read (a missing key keeps the dataclass default)
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "targets": lambda v: tuple(str(t) for t in v),
@@ -137,7 +155,8 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_steps": _max_steps, "steps_per_epoch": int, "valid_chunks_per_track": int,
     "stats_examples": int, "workers": int, "threads": lambda v: int(v or 0),
     "random_track_mix": bool, "target_tracks": str, "target_offsets": str, "gain": _gain,
-    "channel_swap": bool, "device": str,
+    "channel_swap": bool, "device": str, "precision": lambda v: str(v).strip().lower(),
+    "compile": _flag,
 }
 
 

@@ -19,6 +19,12 @@ Reproducible and resumable: the data stream is a pure function of (seed, example
 the data position, so ``--resume`` after a kill ends with the same weights, bit for bit on CPU, as
 an uninterrupted run.
 
+Precision and compilation (``train.precision``, ``train.compile``): bf16 runs the forward and
+the loss under ``torch.autocast(device, bfloat16)`` while the weights, gradients and optimizer
+step stay float32; compile wraps the stepping model in ``torch.compile`` (validation and the
+checkpoints use the plain module, whose parameters it shares). The defaults (fp32, no compile) run
+exactly the code path of before these knobs, bit for bit.
+
 Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
 DistributedDataParallel (``device.py``); each rank takes its share of every global batch,
 validation losses are summed over ranks, rank 0 writes the run directory, and the parameters'
@@ -26,6 +32,7 @@ checksums are compared across ranks at each validation (they must be equal).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -35,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iass.errors import ConfigError, CorpusError, RunError
+from iass.errors import ConfigError, CorpusError, IassError, RunError
 from iass.io import clean_temp_files, stable_hash
 from iass.log import progress_enabled
 from iass.training import run as runlib
@@ -127,6 +134,9 @@ class Trainer:
         self.device = resolve_device(cfg.device, self.d)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+            if cfg.precision == "bf16" and not torch.cuda.is_bf16_supported():
+                raise ConfigError(f"params.yaml train.precision: 'bf16', but {torch.cuda.get_device_name()} "
+                                  "has no bfloat16 support (use fp32)")
         else:
             runlib.keep_freed_memory()
         self.progress = not quiet and self.d.main and progress_enabled()
@@ -208,6 +218,8 @@ class Trainer:
         """What must not change when resuming (everything but the budget)."""
         p = {k: v for k, v in self.params.items() if k in ("stft", "model")}
         p["train"] = {k: v for k, v in self.train_p.items() if k not in RESUME_MAY_CHANGE}
+        if self.cfg.precision == "fp32":   # written or left out: the same run (and the same hash as before the knob)
+            p["train"].pop("precision", None)
         return {"model": self.kind, "params": p, "corpus_version": self.corpus.version,
                 "model_config": self.spec.config}
 
@@ -225,8 +237,9 @@ class Trainer:
             stored = self.run.read_run()
             if stored.get("identity_hash") != stable_hash(self._identity()):
                 raise RunError(f"{self.run.path(runlib.RUN_FILE)}: the params, model or corpus "
-                               "differ from the run being resumed (only train.max_steps and "
-                               "train.epochs may change); use a new --run-dir")
+                               "differ from the run being resumed (only "
+                               + ", ".join(f"train.{k}" for k in RESUME_MAY_CHANGE)
+                               + " may change); use a new --run-dir")
 
     def _run_info(self, status: str) -> dict:
         c = self.corpus
@@ -244,6 +257,8 @@ class Trainer:
             "git": runlib.git_state(),
             "versions": runlib.library_versions(),
             "device": str(self.device),
+            "precision": self.cfg.precision,
+            "compile": self.cfg.compile,
             "world_size": self.d.world,
             "command": runlib.command_line(),
             "identity_hash": stable_hash(self._identity()),
@@ -272,13 +287,25 @@ class Trainer:
         return self._valid
 
     # one batch ------------------------------------------------------------------------------
+    def _autocast(self):
+        """train.precision: bf16 runs the forward under ``torch.autocast`` (matmuls and
+        convolutions in bfloat16); fp32 runs it as it is. The parameters, their gradients and the
+        optimizer step stay float32 either way (bf16 needs no loss scaling)."""
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def _loss(self, model, batch):
         mixture, targets, known, activity = (t.to(self.device, non_blocking=True) for t in batch)
         mix_mag = magnitude(mixture, self.n_fft, self.hop, self.window)
         tgt_mag = magnitude(targets, self.n_fft, self.hop, self.window)
-        estimate, logits = model(mix_mag)
-        return separation_loss(estimate, tgt_mag, known, logits, activity, self.spec.activity_weight,
-                               self.target_weights)
+        with self._autocast():
+            estimate, logits = model(mix_mag)
+            # the loss in float32 (its sums and counts; a no-op in fp32): a bf16 count of
+            # labelled frames would round above 256
+            return separation_loss(estimate.float(), tgt_mag, known,
+                                   None if logits is None else logits.float(), activity,
+                                   self.spec.activity_weight, self.target_weights)
 
     def validate(self, model) -> dict[str, float]:
         model.eval()
@@ -302,6 +329,10 @@ class Trainer:
         if not self._start_or_resume():
             return self._finish("early_stopping", write=False)
         train_model = wrap_ddp(self.model, self.d, self.device)
+        if self.cfg.compile:
+            # lazily: the graphs are compiled by the first step (_first_compiled_step)
+            train_model = torch.compile(train_model)
+            self._compile_checked = False
         self.model.train()
 
         last_step, stop_reason = self.cfg.last_step(), self.cfg.stop_reason()
@@ -394,10 +425,10 @@ class Trainer:
         sums = self.epoch_sums
         while self.step < epoch_end:
             batch = next(batches)
-            self.optimizer.zero_grad(set_to_none=True)
-            terms = self._loss(train_model, batch)
-            terms.total.backward()
-            self.optimizer.step()
+            if self.cfg.compile and not self._compile_checked:
+                terms = self._first_compiled_step(train_model, batch)
+            else:
+                terms = self._step(train_model, batch)
             self.step += 1
             loss = terms.total.item()
             sums[0] += loss
@@ -407,6 +438,32 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}")
         bar.close()
+
+    def _step(self, train_model, batch):
+        """One optimizer step; returns its loss terms."""
+        self.optimizer.zero_grad(set_to_none=True)
+        terms = self._loss(train_model, batch)
+        terms.total.backward()
+        self.optimizer.step()
+        return terms
+
+    def _first_compiled_step(self, train_model, batch):
+        """The first step of a compiled model, where torch.compile builds its forward and
+        backward graphs: a failure there (no C++ compiler, an unsupported operation) is a
+        ConfigError naming train.compile, never a silent fall-back to eager mode."""
+        t0 = time.perf_counter()
+        try:
+            terms = self._step(train_model, batch)
+        except (IassError, MemoryError):
+            raise
+        except Exception as exc:  # dynamo / inductor / the C++ toolchain: many exception types
+            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            raise ConfigError(f"params.yaml train.compile: true, but torch.compile failed: "
+                              f"{type(exc).__name__}: {reason[:300]} (set train.compile: false)") from exc
+        self._compile_checked = True
+        if self.d.main:
+            log.info("torch.compile: first step (compilation included) took %.1f s", time.perf_counter() - t0)
+        return terms
 
     def _validate_and_checkpoint(self, epoch: int, t0: float) -> bool:
         """End of an epoch: validate, schedule, keep the best, checkpoint. True: stop early."""
