@@ -1,4 +1,5 @@
-"""bench/__main__.py: the machine line of bench/results.md names the CPU the ratios were measured on."""
+"""bench/__main__.py: the machine line of bench/results.md names the CPU the ratios were measured on;
+bench/device.py: the device check runs to the end on a CPU."""
 from __future__ import annotations
 
 import platform
@@ -27,3 +28,27 @@ def test_cpu_model_reads_the_model_name_of_proc_cpuinfo():
 def test_cpu_model_falls_back_to_platform_without_a_model_name():
     assert cpu_model(ARM_NO_NAME) == (platform.processor() or platform.machine())
     assert cpu_model("") == (platform.processor() or platform.machine())
+
+
+def test_device_check_runs_on_a_cpu_and_names_the_cuda_parts_it_skips(capsys, tmp_path, monkeypatch):
+    """python -m bench.device --quick: runs to the end without CUDA; every CUDA part is a row
+    marked skipped with its reason, the small CPU step timings are measured."""
+    import torch
+
+    from bench import device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)   # also on a CUDA machine
+    out = tmp_path / "device.md"
+    assert device.main(["--quick", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.read_text().strip() in text           # --out: the same page as stdout
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| part")]
+    cuda_rows = [r for r in rows if r.split("|")[2].strip().startswith("cuda")]
+    parts = {r.split("|")[1].strip() for r in cuda_rows}
+    assert parts == {"train step", "DDP step (NCCL)", "separation"}, cuda_rows
+    assert all("skipped: no CUDA device" in r for r in cuda_rows), cuda_rows
+    cpu_steps = [r for r in rows if r.startswith("| train step | cpu") and "ms/step" in r]
+    assert any(", fp32 |" in r for r in cpu_steps) and any(", bf16 |" in r for r in cpu_steps), rows
+    assert any(r.startswith("| loader | cpu") and "chunks/s" in r for r in rows), rows
+    assert any(r.startswith("| separation | cpu") and "RTF" in r for r in rows), rows
+    assert "FAILED" not in text
