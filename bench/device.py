@@ -165,7 +165,6 @@ def step_timing(name: str, plan: Plan, device: torch.device, precision: str, com
         notes.append(f"first loss vs eager fp32: rel. {rel:.1e}"
                      + (" MISMATCH" if compiled and precision == "fp32" and rel > 1e-3 else ""))
     row.status = "ok" + (f" ({'; '.join(notes)})" if notes else "")
-    del model, opt, run
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row, first
