@@ -110,6 +110,8 @@ def step_timing(name: str, plan: Plan, device: torch.device, precision: str, com
     """ms/step of one training step (forward + loss under autocast for bf16, backward, Adam in
     fp32): the best of ``plan.steps`` after a warm-up step (compilation, cuDNN autotuning).
     Returns the row and the first step's loss (the eager fp32 one is the reference)."""
+    from iass.training.precision import COMPILE_RTOL
+
     torch.manual_seed(0)
     model, n_fft, hop = build(name)
     model = model.to(device).train()
@@ -163,7 +165,7 @@ def step_timing(name: str, plan: Plan, device: torch.device, precision: str, com
     if reference_loss is not None:
         rel = abs(first - reference_loss) / abs(reference_loss)
         notes.append(f"first loss vs eager fp32: rel. {rel:.1e}")
-        if compiled and rel > (1e-3 if precision == "fp32" else 1e-2):  # the trainer's COMPILE_RTOL
+        if compiled and rel > COMPILE_RTOL[precision]:  # what the trainer refuses
             status = "WRONG RESULT: compiled loss differs from eager (train.compile would refuse)"
     row.status = status + (f" ({'; '.join(notes)})" if notes else "")
     if device.type == "cuda":

@@ -32,7 +32,6 @@ checksums are compared across ranks at each validation (they must be equal).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -42,10 +41,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from iass.errors import ConfigError, CorpusError, IassError, RunError
+from iass.errors import ConfigError, CorpusError, RunError
 from iass.io import clean_temp_files, stable_hash
 from iass.log import progress_enabled
 from iass.training import run as runlib
+from iass.training.precision import autocast, first_compiled_step
+from iass.training.preflight import check_data
 from iass.training.config import RESUME_MAY_CHANGE, TrainConfig, resolve_train_params
 from iass.training.data import StepBatchSampler, TrainChunks, ValidChunks, loader_options, magnitude
 from iass.training.device import (Dist, all_reduce_sum, backend_kind, barrier, broadcast_buffers,
@@ -62,9 +63,6 @@ __all__ = ["Trainer", "train", "summary_line", "EarlyStopping", "TrainConfig", "
 log = logging.getLogger(__name__)
 
 LR_DECAY_COOLDOWN = 10  # ReduceLROnPlateau's cooldown, epochs (Open-Unmix's)
-#: train.compile: how far the compiled model's first loss may be from the eager one (relative):
-#: float32 kernels fused differently round differently (~1e-6); bf16 rounding is coarser
-COMPILE_RTOL = {"fp32": 1e-3, "bf16": 1e-2}
 
 
 # --------------------------------------------------------------------------- early stopping
@@ -148,73 +146,9 @@ class Trainer:
         self._prepare_run_dir(resume, overwrite)
 
     def _check_data(self) -> None:
-        """Fail now, not after training, when the corpus or the config cannot support the run."""
-        cfg, corpus = self.cfg, self.corpus
-        for split, role in (("train", "training examples"), ("valid", "validation")):
-            if not corpus.track_ids(split=split):
-                raise CorpusError(f"{corpus.root}: no tracks in split {split!r} (needed for {role}); "
-                                  "rebuild the corpus with tracks in that split")
-        for target in self.spec.targets:
-            corpus.taxonomy.check(target)   # a ConfigError naming the unknown target
-        if self.n_fft < self.hop:
-            where = ("model.iass.n_fft (or its preset)" if self.kind == "iass"
-                     else "stft.n_fft (or model.umx.n_fft)")
-            raise ConfigError(f"{where} = {self.n_fft} is shorter than the corpus hop {self.hop}: "
-                              "the STFT frames would leave gaps; use n_fft >= hop (e.g. 4 x hop)")
-        known = {split: self._check_targets(split) for split in ("train", "valid")}
-        for split in ("train", "valid"):
-            self._check_labels(split, known[split])
-        self._check_chunk_length()
-        if cfg.batch_size % self.d.world:
-            raise ConfigError(f"train.batch_size {cfg.batch_size} is not divisible by "
-                              f"{self.d.world} processes")
-        if self.spec.config.get("target_balance") and cfg.stats_examples <= 0:
-            raise ConfigError("model.iass.target_balance needs train.stats_examples > 0 "
-                              "(the target energies are measured on those chunks)")
-
-    def _check_targets(self, split: str) -> dict[str, list[str]]:
-        """Every target is separated (known) in at least one track of ``split``; every activity
-        shard of the split is on disk. Returns {target: the tracks that separate it}."""
-        corpus = self.corpus
-        out = {}
-        ids = corpus.track_ids(split=split)
-        for shard in sorted({corpus.track(tid)["shard"] for tid in ids}):
-            part = corpus.tables.activity_part(shard)
-            if not part.is_file():
-                raise CorpusError(f"{corpus.root}: activity labels missing: {part} (split {split!r}); "
-                                  "rebuild the corpus")
-        for target in self.spec.targets:
-            known = [tid for tid in ids if corpus.target_known(tid, target)]
-            if not known:
-                raise CorpusError(
-                    f"{corpus.root}: target {target!r} is not separated by any of the {len(ids)} "
-                    f"tracks of split {split!r} (its audio is unknown in all of them"
-                    + (": only a corpus with a residual stem, as MUSDB's `other`, separates it"
-                       if target in corpus.taxonomy.residual else "")
-                    + "); drop it from train.targets / --targets or add tracks that separate it")
-            out[target] = known
-        return out
-
-    def _check_labels(self, split: str, known: dict[str, list[str]]) -> None:
-        """Every target has activity labels in a track of ``split`` that separates it."""
-        corpus = self.corpus
-        for target in self.spec.targets:
-            if not any(np.isfinite(corpus.read_activity(tid, [target])[0]).any()
-                       for tid in known[target]):
-                raise CorpusError(
-                    f"{corpus.root}: target {target!r} has no activity labels in split {split!r} "
-                    f"(every frame unknown in the {len(known[target])} tracks that separate it); rebuild "
-                    "the corpus with labels for it")
-
-    def _check_chunk_length(self) -> None:
-        """At least one training track holds a whole chunk (else every example is padding)."""
-        corpus, chunk = self.corpus, self.chunks.chunk_samples
-        lengths = [int(corpus.track(tid)["num_samples"]) for tid in corpus.track_ids(split="train")]
-        if max(lengths) < chunk:
-            raise CorpusError(
-                f"{corpus.root}: no training track is as long as one chunk (train.chunk_seconds = "
-                f"{chunk / self.sample_rate:g} s; the longest is {max(lengths) / self.sample_rate:.2f} s); "
-                "lower train.chunk_seconds or add longer tracks")
+        """Fail now, not after training, when the corpus or the config cannot support the run
+        (:func:`~iass.training.preflight.check_data`)."""
+        check_data(self)
 
     # run directory ---------------------------------------------------------------------------
     def _identity(self) -> dict:
@@ -291,12 +225,7 @@ class Trainer:
 
     # one batch ------------------------------------------------------------------------------
     def _autocast(self):
-        """train.precision: bf16 runs the forward under ``torch.autocast`` (matmuls and
-        convolutions in bfloat16); fp32 runs it as it is. The parameters, their gradients and the
-        optimizer step stay float32 either way (bf16 needs no loss scaling)."""
-        if self.cfg.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.cfg.precision, self.device)
 
     def _loss(self, model, batch):
         mixture, targets, known, activity = (t.to(self.device, non_blocking=True) for t in batch)
@@ -451,48 +380,8 @@ class Trainer:
         return terms
 
     def _first_compiled_step(self, train_model, batch):
-        """The first step of a compiled model, where torch.compile builds its forward and
-        backward graphs: a failure there (no C++ compiler, an unsupported operation) is a
-        ConfigError naming train.compile, never a silent fall-back to eager mode. The step's loss
-        is also checked against the eager model's on the same weights, batch and RNG state:
-        compilation may change float rounding, not the result (torch 2.13's CPU inductor
-        miscompiles IASS's ConvTranspose2d -> leaky_relu -> BatchNorm2d in training mode: the
-        first loss is off by 2% on the tiny preset, 156% on the cpu preset)."""
-        t0 = time.perf_counter()
-        eager = self._eager_loss(batch)
-        try:
-            terms = self._step(train_model, batch)
-        except (IassError, MemoryError):
-            raise
-        except Exception as exc:  # dynamo / inductor / the C++ toolchain: many exception types
-            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-            raise ConfigError(f"params.yaml train.compile: true, but torch.compile failed: "
-                              f"{type(exc).__name__}: {reason[:300]} (set train.compile: false)") from exc
-        compiled = terms.total.item()
-        rel = abs(compiled - eager) / max(abs(eager), 1e-12)
-        if not rel <= COMPILE_RTOL[self.cfg.precision]:
-            raise ConfigError(
-                f"params.yaml train.compile: true, but torch.compile changes the result: first-step loss "
-                f"{compiled:.6g} compiled vs {eager:.6g} eager (relative {rel:.2g} > "
-                f"{COMPILE_RTOL[self.cfg.precision]:g}; torch {torch.__version__} on {self.device.type}) "
-                "(set train.compile: false)")
-        self._compile_checked = True
-        if self.d.main:
-            log.info("torch.compile: first step (compilation included) took %.1f s; its loss matches "
-                     "eager (relative %.2g)", time.perf_counter() - t0, rel)
-        return terms
-
-    def _eager_loss(self, batch) -> float:
-        """The loss of the uncompiled model on ``batch``, leaving no trace: the RNG state
-        (dropout) and the BatchNorm buffers are as before, no gradient is kept."""
-        buffers = [b.detach().clone() for b in self.model.buffers()]
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            loss = self._loss(self.model, batch).total.item()
-        with torch.no_grad():
-            for b, saved in zip(self.model.buffers(), buffers):
-                b.copy_(saved)
-        return loss
+        """The first compiled step, checked against eager (:mod:`~iass.training.precision`)."""
+        return first_compiled_step(self, train_model, batch)
 
     def _validate_and_checkpoint(self, epoch: int, t0: float) -> bool:
         """End of an epoch: validate, schedule, keep the best, checkpoint. True: stop early."""
