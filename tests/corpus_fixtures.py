@@ -475,3 +475,18 @@ class BandSeparator:
         energy = F.avg_pool1d(energy[:, None], 5, stride=1, padding=2, count_include_pad=False)[:, 0]
         logits = 1.5 * (torch.log10(energy + 1e-12) - 1.0)
         return mask.clamp_min(0), (logits if self.has_activity else None)
+
+
+#: the hop of the training fixture corpus (write_fixture_corpus(root, hop=TRAIN_HOP))
+TRAIN_HOP = 256
+
+
+def tiny_train_overrides(steps_per_epoch: int = 3) -> list[str]:
+    """``-S`` overrides of a tiny, fast training on the training fixture corpus (tiny IASS
+    preset, Open-Unmix hidden 16, 0.5 s chunks, batch 4, one thread)."""
+    return [
+        "model.iass.preset=tiny", f"stft.hop={TRAIN_HOP}", "stft.n_fft=512", "train.chunk_seconds=0.5",
+        "train.batch_size=4", f"train.steps_per_epoch={steps_per_epoch}", "train.workers=0",
+        "train.stats_examples=4", "train.valid_chunks_per_track=1", "model.umx.hidden_size=16",
+        "train.lr=0.003", "train.threads=1",
+    ]

@@ -12,20 +12,15 @@ import pytest
 import torch
 import yaml
 
-from corpus_fixtures import write_fixture_corpus
+from corpus_fixtures import TRAIN_HOP, tiny_train_overrides, write_fixture_corpus
 from iass.config import load_params
 from iass.errors import ConfigError, RunError
 from iass.training import run as runlib
 from iass.training.config import RESUME_MAY_CHANGE, TrainConfig, resolve_train_params
 from iass.training.train import train
 
-HOP = 256
-TINY = [
-    "model.iass.preset=tiny", f"stft.hop={HOP}", "stft.n_fft=512", "train.chunk_seconds=0.5",
-    "train.batch_size=4", "train.steps_per_epoch=1", "train.workers=0", "train.stats_examples=4",
-    "train.valid_chunks_per_track=1", "model.umx.hidden_size=16", "train.lr=0.003",
-    "train.threads=1",
-]
+HOP = TRAIN_HOP
+TINY = tiny_train_overrides(steps_per_epoch=1)
 TARGETS = ["vocals", "bass", "piano"]
 STEPS = 4
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from corpus_fixtures import default_fixture_tracks, write_fixture_corpus
+from corpus_fixtures import TRAIN_HOP, default_fixture_tracks, tiny_train_overrides, write_fixture_corpus
 from iass.config import load_params
 from iass.errors import ConfigError, CorpusError, RunError
 from iass.training import run as runlib
@@ -23,13 +23,8 @@ from iass.training.inference import load_separator
 from iass.training.config import TrainConfig, resolve_train_params
 from iass.training.train import Trainer, train
 
-HOP = 256
-TINY = [
-    "model.iass.preset=tiny", f"stft.hop={HOP}", "stft.n_fft=512", "train.chunk_seconds=0.5",
-    "train.batch_size=4", "train.steps_per_epoch=3", "train.workers=0", "train.stats_examples=4",
-    "train.valid_chunks_per_track=1", "model.umx.hidden_size=16", "train.lr=0.003",
-    "train.threads=1",
-]
+HOP = TRAIN_HOP
+TINY = tiny_train_overrides(steps_per_epoch=3)
 TARGETS = ["vocals", "bass", "piano"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
