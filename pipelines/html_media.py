@@ -103,9 +103,8 @@ def pick_excerpt(labels: np.ndarray, hop: int, n_samples: int, sample_rate: int,
 
 
 # ------------------------------------------------------------------------------ spectrogram
-def spectrogram_db(audio: np.ndarray, sample_rate: int, ref_power: float | None = None) -> np.ndarray:
-    """(SPEC_ROWS, frames) log-frequency power spectrogram in dB relative to ``ref_power``
-    (default: this signal's peak), clipped to [-SPEC_RANGE_DB, 0]; row 0 = lowest frequency."""
+def _power_stft(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frequencies, power) of the mono mix-down's STFT, padded to one frame at least."""
     from scipy.signal import stft
 
     a = np.asarray(audio, dtype=np.float32)
@@ -114,7 +113,13 @@ def spectrogram_db(audio: np.ndarray, sample_rate: int, ref_power: float | None 
         mono = np.pad(mono, (0, SPEC_N_FFT - mono.size))
     freqs, _, z = stft(mono, fs=sample_rate, nperseg=SPEC_N_FFT, noverlap=SPEC_N_FFT - SPEC_HOP,
                        boundary=None, padded=True)
-    power = (np.abs(z) ** 2).astype(np.float64)
+    return freqs, (np.abs(z) ** 2).astype(np.float64)
+
+
+def spectrogram_db(audio: np.ndarray, sample_rate: int, ref_power: float | None = None) -> np.ndarray:
+    """(SPEC_ROWS, frames) log-frequency power spectrogram in dB relative to ``ref_power``
+    (default: this signal's peak), clipped to [-SPEC_RANGE_DB, 0]; row 0 = lowest frequency."""
+    freqs, power = _power_stft(audio, sample_rate)
     rows = np.geomspace(SPEC_FMIN, min(SPEC_FMAX, sample_rate / 2), SPEC_ROWS)
     idx = np.clip(np.searchsorted(freqs, rows), 1, len(freqs) - 1)
     # each row: the max over the bins between its neighbours (no gaps at high frequencies)
@@ -127,15 +132,7 @@ def spectrogram_db(audio: np.ndarray, sample_rate: int, ref_power: float | None 
 
 def peak_power(audio: np.ndarray, sample_rate: int) -> float:
     """The largest STFT bin power of ``audio``: the common reference of a track's spectrograms."""
-    from scipy.signal import stft
-
-    a = np.asarray(audio, dtype=np.float32)
-    mono = a.mean(axis=1) if a.ndim == 2 else a
-    if mono.size < SPEC_N_FFT:
-        mono = np.pad(mono, (0, SPEC_N_FFT - mono.size))
-    _, _, z = stft(mono, fs=sample_rate, nperseg=SPEC_N_FFT, noverlap=SPEC_N_FFT - SPEC_HOP,
-                   boundary=None, padded=True)
-    return float((np.abs(z) ** 2).max() or 1.0)
+    return float(_power_stft(audio, sample_rate)[1].max() or 1.0)
 
 
 def save_spectrogram(audio: np.ndarray, sample_rate: int, path: str | Path,
