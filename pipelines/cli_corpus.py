@@ -86,7 +86,7 @@ def _build(args) -> int:
 
     from iass.config import DEFAULT_PARAMS, load_params
     from iass.log import progress_enabled
-    from iass.pipelines.build import config_from_params, prefect_environment, run_build
+    from iass.pipelines.build import config_from_params, run_build
 
     params = load_params(args.params)
     base_dir = Path(args.params or DEFAULT_PARAMS).resolve().parent
@@ -96,7 +96,6 @@ def _build(args) -> int:
                              dask_address=args.dask_address, workers=args.workers,
                              progress=not args.no_progress and progress_enabled(),
                              base_dir=base_dir)
-    prefect_environment()  # before Prefect is imported (run_build does it too)
     result = run_build(cfg)  # a BuildError (one line) is printed by iass.cli.main, exit 1
     print(result["summary"])
     return 0

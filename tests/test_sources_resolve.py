@@ -34,7 +34,7 @@ def prefect_harness():
 
 @pytest.fixture(autouse=True)
 def _prefect_env(monkeypatch):
-    # the CLI applies prefect_environment(); set its variables here so the test process's
+    # a build (run_build) applies prefect_environment(); set its variables here so the test process's
     # environment is restored afterwards
     for key, value in B.prefect_defaults().items():
         monkeypatch.setenv(key, os.environ.get(key, value))
