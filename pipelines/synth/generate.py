@@ -1,8 +1,10 @@
 """Write N synthesized songs in one layout, on all cores: ``compose -> render -> write``.
 
 Song ``i`` of seed ``K`` depends on ``(K, i)`` only (not on the number of songs, the worker count
-or the order in which workers finish), so the same arguments give byte-identical files and a
-larger ``--tracks`` adds songs without changing the first ones.
+or the order in which workers finish) and the soundfont pool, so the same arguments give
+byte-identical files and a larger ``--tracks`` adds songs without changing the first ones. The
+pool is resolved and checked (:func:`~iass.pipelines.synth.soundfonts.resolve_pool`) before
+anything is written; each part then draws its soundfont from it (see that module).
 """
 from __future__ import annotations
 
@@ -32,17 +34,21 @@ class SynthJob:
     index: int
     duration: float
     instruments: tuple[str, ...] | None
+    soundfonts: tuple[tuple[str, str], ...] = ()    # the pool: (absolute path, name) each
 
 
 def synthesize_one(job: SynthJob) -> dict:
     """Compose, render and write one song; a picklable top-level function for process pools."""
     from iass.pipelines.synth.compose import compose_song
-    from iass.pipelines.synth.render import render_song
+    from iass.pipelines.synth.render import part_fonts, render_song
+    from iass.pipelines.synth.soundfonts import load
 
     t0 = time.perf_counter()
     song = compose_song(job.seed, job.index, job.duration, job.instruments)
-    stems, mixture = render_song(song)
-    written = write_song(job.layout, song, stems, mixture, Path(job.out))
+    pool = tuple(load(path, name) for path, name in job.soundfonts)
+    fonts = part_fonts(song, pool)
+    stems, mixture = render_song(song, fonts)
+    written = write_song(job.layout, song, stems, mixture, Path(job.out), fonts)
     return {
         "index": job.index,
         "native_id": written["native_id"],
@@ -51,6 +57,7 @@ def synthesize_one(job: SynthJob) -> dict:
         "tempo": song.tempo,
         "key": song.key,
         "instruments": list(stems),
+        "soundfonts": {inst: fonts[inst].file for inst in stems},
         "samples": int(len(mixture)),
         "seconds": time.perf_counter() - t0,
     }
@@ -72,14 +79,20 @@ def check_args(layout: str, tracks: int, duration: float, instruments) -> None:
 
 def synthesize(out: str | Path, layout: str, tracks: int, duration: float, seed: int,
                instruments: list[str] | None = None, workers: int = 0,
-               progress: bool = True) -> dict:
-    """Write ``tracks`` songs to ``out``; returns a summary (songs, audio seconds, speed)."""
+               progress: bool = True, soundfonts: list[str] | None = None) -> dict:
+    """Write ``tracks`` songs to ``out``; returns a summary (songs, audio seconds, speed).
+    ``soundfonts``: the pool, builtin names or paths (default: timgm6mb and merlin)."""
+    from iass.pipelines.synth.soundfonts import needed_presets, resolve_pool
+
     check_args(layout, tracks, duration, instruments)
+    fonts = resolve_pool(soundfonts, needed_presets(instruments))   # before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clean_temp_files(out)
     inst = tuple(instruments) if instruments else None
-    jobs = [SynthJob(str(out), layout, int(seed), i, float(duration), inst) for i in range(tracks)]
+    pool_arg = tuple((sf.path, sf.name) for sf in fonts)
+    jobs = [SynthJob(str(out), layout, int(seed), i, float(duration), inst, pool_arg)
+            for i in range(tracks)]
     n_workers = min(worker_count(workers), len(jobs))
     log.debug("synth: %d songs of %.1f s, layout %s, seed %d, %d workers -> %s",
               len(jobs), duration, layout, seed, n_workers, out)
@@ -117,12 +130,14 @@ def synthesize(out: str | Path, layout: str, tracks: int, duration: float, seed:
         "duration_s": float(duration),
         "instruments": list(inst) if inst else None,
         "sample_rate": SAMPLE_RATE,
+        "soundfonts": [sf.describe() for sf in fonts],
         "songs": [{k: r[k] for k in ("index", "native_id", "split", "title", "tempo", "key",
-                                     "instruments")} for r in results],
+                                     "instruments", "soundfonts")} for r in results],
     }
     atomic_write_json(out / INFO_FILE, info)
     return {
         "out": str(out), "layout": layout, "songs": len(results), "workers": n_workers,
+        "soundfonts": [sf.file for sf in fonts],
         "audio_seconds": audio_s, "stem_seconds": stem_s, "wall_seconds": wall,
         "realtime_factor": audio_s / wall if wall > 0 else float("inf"),
         "splits": {s: sum(r["split"] == s for r in results) for s in ("train", "test")

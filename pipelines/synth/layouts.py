@@ -5,7 +5,9 @@ Each writer produces exactly what the corpus' own release looks like, so the rea
 
 ``medleydb``
     ``<out>/<Id>/<Id>_METADATA.yaml`` (MedleyDB's 16 keys, 'yes'/'no' strings, stems S01.. with
-    filename/instrument/component/raw), ``<Id>_MIX.wav``, ``<Id>_STEMS/<Id>_STEM_NN.wav`` and
+    filename/instrument/component/raw, plus ``iass_render``: soundfont file, sha256 and GM
+    program of the stem, a key MedleyDB's own tools never read), ``<Id>_MIX.wav``,
+    ``<Id>_STEMS/<Id>_STEM_NN.wav`` and
     ``<Id>_ACTIVATION_CONF.lab`` (``time,S01,...``, hop 2048 at 44.1 kHz, from the exact note
     times: 1.0 where a note sounds in the frame's cell, else 0.0). Ids ``Synth_<Title>``,
     artist 'iass synth'. Raw entries are metadata only: the RAW audio would be a copy of the
@@ -17,17 +19,20 @@ Each writer produces exactly what the corpus' own release looks like, so the rea
     entries named after the kit pieces ('Kick', 'Snare', 'HiHat', 'Tom', 'Overheads').
 ``musdb-hq``
     ``<out>/{train,test}/<Artist - Title>/{mixture,drums,bass,other,vocals}.wav``; everything
-    that is not vocals, drums or bass is summed into ``other``.
+    that is not vocals, drums or bass is summed into ``other``. Sidecar
+    ``iass_render.json`` in the track folder: per MUSDB stem, the parts summed into it with
+    their soundfont (file, sha256) and GM program (MUSDB readers open only the five WAVs).
 ``musdb-stems``
     ``<out>/{train,test}/<Artist - Title>.stem.mp4``, AAC streams 0 mixture, 1 drums, 2 bass,
     3 other, 4 vocals, encoded by the ffmpeg binary of imageio-ffmpeg with bit-exact flags and
     one thread (the same bytes on every run). AAC is lossy: this is the one layout in which the
-    mixture is not exactly the sum of the stems.
+    mixture is not exactly the sum of the stems. Sidecar ``<Artist - Title>.iass_render.json``
+    beside the ``.stem.mp4`` (the same content as in ``musdb-hq``).
 ``native``
     ``<out>/<track_id>/mixture.wav``, ``stems/<canonical instrument>.wav`` (32-bit float),
     ``notes.parquet`` (instrument, program, is_drum, pitch, velocity, onset_s, offset_s: the exact
-    note times), ``track.json`` (artist, title, seed, tempo, key, sections, instruments, mixing)
-    and ``song.mid``. Nothing is lost to a foreign format; read by the ``synth`` source.
+    note times), ``track.json`` (artist, title, seed, tempo, key, sections, instruments, mixing,
+    and per instrument its soundfont: file name and sha256) and ``song.mid``. Nothing is lost to a foreign format; read by the ``synth`` source.
 
 The musdb layouts split songs into train/test by a draw from the song's seed (``TEST_FRACTION``),
 so a song's split does not depend on how many songs are written.
@@ -51,12 +56,13 @@ from iass.io import atomic_path, atomic_write_json, atomic_write_parquet, atomic
 from iass.io import wav_bytes as io_wav_bytes
 from iass.io import write_wav as io_write_wav
 from iass.pipelines.synth.song import Song
-from iass.pipelines.synth.render import SAMPLE_RATE, to_float
+from iass.pipelines.synth.render import SAMPLE_RATE, part_fonts, to_float
 
 LAYOUTS = ("medleydb", "mixing_secrets", "musdb-hq", "musdb-stems", "native")
 TEST_FRACTION = 0.2
 ACTIVATION_HOP = 2048          # MedleyDB's activation-confidence hop (window 4096)
 ARTIST = "iass synth"
+RENDER_KEY = "iass_render"     # per-stem render record: MedleyDB yaml key and sidecar file stem
 
 #: canonical instrument (+ variant) -> the corpus' own label
 MEDLEYDB_LABELS = {
@@ -114,6 +120,14 @@ def musdb_split(song: Song) -> str:
 
 def song_label(song: Song, instrument: str, table: dict) -> str:
     return table[(instrument, song.part(instrument).variant)]
+
+
+def render_record(song: Song, instrument: str, fonts: dict) -> dict:
+    """How one part was rendered: soundfont (file name, sha256) and GM bank/program."""
+    part, sf = song.part(instrument), fonts[instrument]
+    return {"instrument": instrument, "soundfont": sf.file, "soundfont_sha256": sf.sha256,
+            "bank": 128 if part.is_drum else 0, "program": int(part.program),
+            "is_drum": bool(part.is_drum)}
 
 
 # -------------------------------------------------------------------------------------- WAV
@@ -178,9 +192,10 @@ def _yaml(doc: dict) -> str:
 
 # ----------------------------------------------------------------------------------- writers
 def write_medleydb(song: Song, stems: dict, mixture: np.ndarray, out: Path,
-                   mixing_secrets: bool = False) -> dict:
+                   mixing_secrets: bool = False, fonts: dict | None = None) -> dict:
     track_id = medleydb_id(song)
     track_dir = out / track_id
+    fonts = fonts or part_fonts(song)
     stem_dir = f"{track_id}_STEMS"
     labels = MIXING_SECRETS_LABELS if mixing_secrets else MEDLEYDB_LABELS
     # (stem files, their instruments): Mixing Secrets pre-sums the drum kit and the synths
@@ -229,7 +244,8 @@ def write_medleydb(song: Song, stems: dict, mixture: np.ndarray, out: Path,
     }
     for k, (filename, insts, label, extra) in enumerate(groups, start=1):
         meta["stems"][f"S{k:02d}"] = {"component": extra["component"], "filename": filename,
-                                     "instrument": label, "raw": extra["raw"]}
+                                     "instrument": label, "raw": extra["raw"],
+                                     RENDER_KEY: render_record(song, insts[0], fonts)}
         write_wav(track_dir / stem_dir / filename, stems[insts[0]], "PCM_24")
     write_wav(track_dir / f"{track_id}_MIX.wav", mixture, "PCM_24")
     atomic_write_text(track_dir / f"{track_id}_ACTIVATION_CONF.lab",
@@ -247,9 +263,21 @@ def musdb_stems(song: Song, stems: dict) -> dict[str, np.ndarray]:
     return {k: v.astype(np.int32) for k, v in out.items()}
 
 
-def write_musdb_hq(song: Song, stems: dict, mixture: np.ndarray, out: Path) -> dict:
+def musdb_render_sidecar(song: Song, stems: dict, fonts: dict | None) -> dict:
+    """The sidecar of a MUSDB-layout song: per MUSDB stem, the parts summed into it."""
+    fonts = fonts or part_fonts(song)
+    out = {name: [] for name in MUSDB_STEMS}
+    for p in song.parts:
+        if p.instrument in stems:
+            out[MUSDB_OF.get(p.instrument, "other")].append(render_record(song, p.instrument, fonts))
+    return {"generator": ARTIST, "stems": out}
+
+
+def write_musdb_hq(song: Song, stems: dict, mixture: np.ndarray, out: Path,
+                   fonts: dict | None = None) -> dict:
     split = musdb_split(song)
     track_dir = out / split / musdb_name(song)
+    atomic_write_json(track_dir / f"{RENDER_KEY}.json", musdb_render_sidecar(song, stems, fonts))
     for name, pcm in musdb_stems(song, stems).items():
         write_wav(track_dir / f"{name}.wav", pcm, "PCM_24")
     write_wav(track_dir / "mixture.wav", mixture, "PCM_24")
@@ -263,9 +291,11 @@ def ffmpeg_exe() -> str:
 
 
 def write_musdb_stems(song: Song, stems: dict, mixture: np.ndarray, out: Path,
-                      bitrate: str = "256k") -> dict:
+                      fonts: dict | None = None, bitrate: str = "256k") -> dict:
     split = musdb_split(song)
     path = out / split / f"{musdb_name(song)}.stem.mp4"
+    atomic_write_json(path.with_name(f"{musdb_name(song)}.{RENDER_KEY}.json"),
+                      musdb_render_sidecar(song, stems, fonts))
     parts = {"mixture": mixture, **musdb_stems(song, stems)}
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="iass-synth-", dir=path.parent) as tmp:
@@ -289,7 +319,11 @@ def write_musdb_stems(song: Song, stems: dict, mixture: np.ndarray, out: Path,
     return {"native_id": musdb_name(song), "split": split}
 
 
-def track_info(song: Song) -> dict:
+def track_info(song: Song, fonts: dict | None = None) -> dict:
+    fonts = fonts or part_fonts(song)
+    used = {}
+    for p in song.parts:
+        used.setdefault(fonts[p.instrument].sha256, fonts[p.instrument])
     return {
         "artist": song.artist,
         "title": song.title,
@@ -306,14 +340,17 @@ def track_info(song: Song) -> dict:
             {"instrument": p.instrument, "program": p.program, "is_drum": p.is_drum,
              "variant": p.variant, "level_db": p.level_db, "pan": p.pan,
              "medleydb_label": MEDLEYDB_LABELS[(p.instrument, p.variant)],
-             "active_fraction": round(p.active_fraction(song.duration), 4)}
+             "active_fraction": round(p.active_fraction(song.duration), 4),
+             "soundfont": fonts[p.instrument].file,
+             "soundfont_sha256": fonts[p.instrument].sha256}
             for p in song.parts
         ],
-        "soundfont": "TimGM6mb.sf2 (pretty_midi)",
+        "soundfonts": [{"file": sf.file, "sha256": sf.sha256} for sf in used.values()],
     }
 
 
-def write_native(song: Song, stems: dict, mixture: np.ndarray, out: Path) -> dict:
+def write_native(song: Song, stems: dict, mixture: np.ndarray, out: Path,
+                 fonts: dict | None = None) -> dict:
     track_dir = out / native_id(song)
     for inst, pcm in stems.items():
         write_wav(track_dir / "stems" / f"{inst}.wav", pcm, "FLOAT")
@@ -323,20 +360,23 @@ def write_native(song: Song, stems: dict, mixture: np.ndarray, out: Path) -> dic
     atomic_write_parquet(track_dir / "notes.parquet", notes_table(song_kept))
     with atomic_path(track_dir / "song.mid") as tmp:
         song_kept.to_pretty_midi().write(str(tmp))
-    atomic_write_json(track_dir / "track.json", track_info(song_kept))
+    atomic_write_json(track_dir / "track.json", track_info(song_kept, fonts))
     return {"native_id": native_id(song), "split": None}
 
 
 WRITERS = {
     "medleydb": write_medleydb,
-    "mixing_secrets": lambda s, st, m, o: write_medleydb(s, st, m, o, mixing_secrets=True),
+    "mixing_secrets": lambda s, st, m, o, fonts=None: write_medleydb(s, st, m, o, True, fonts),
     "musdb-hq": write_musdb_hq,
     "musdb-stems": write_musdb_stems,
     "native": write_native,
 }
 
 
-def write_song(layout: str, song: Song, stems: dict, mixture: np.ndarray, out: Path) -> dict:
+def write_song(layout: str, song: Song, stems: dict, mixture: np.ndarray, out: Path,
+               fonts: dict | None = None) -> dict:
+    """``fonts``: instrument -> the soundfont it was rendered with (recorded in the metadata;
+    default: TimGM6mb for every part, what :func:`render.render_song` uses without a pool)."""
     if layout not in WRITERS:
         raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    return WRITERS[layout](song, stems, mixture, Path(out))
+    return WRITERS[layout](song, stems, mixture, Path(out), fonts=fonts)

@@ -1,7 +1,8 @@
-"""Render a composed song to stems with a General MIDI soundfont (tinysoundfont + TimGM6mb.sf2).
+"""Render a composed song to stems with General MIDI soundfonts (tinysoundfont).
 
 Each part is rendered alone (its own MIDI channel state, from silence) to 44.1 kHz stereo, so a
-stem holds exactly one instrument. Then, per stem:
+stem holds exactly one instrument, through the soundfont the part drew from the pool
+(:mod:`iass.pipelines.synth.soundfonts`; default TimGM6mb + Merlin). Then, per stem:
 
 * **release gate**: a note keeps sounding after its note-off (the soundfont's release). Audio
   later than ``offset + RELEASE_S`` of every note is set to exactly zero, with a raised-cosine
@@ -22,12 +23,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from iass.errors import AudioError
+from iass.pipelines.synth import soundfonts
 from iass.pipelines.synth.song import Part, Song
 
 log = logging.getLogger(__name__)
@@ -40,36 +40,24 @@ PCM_SCALE = 1 << 23       # 24-bit grid: sample = integer / 2**23
 REFERENCE_RMS = 0.1       # stem RMS (over sounding samples) at level_db = 0, before normalising
 
 
-def soundfont_path() -> Path:
-    """TimGM6mb.sf2 as shipped inside the pretty_midi package (GPL-2 GM soundfont, 6 MB)."""
-    import pretty_midi
-
-    path = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: General MIDI soundfont missing from pretty_midi")
-    return path
-
-
-@lru_cache(maxsize=1)
-def _soundfont_bytes() -> bytes:
-    return soundfont_path().read_bytes()
-
-
-def _fresh_synth():
+def _fresh_synth(font: soundfonts.SoundFont | None = None):
     """A new synthesizer for every part (~20 ms). A reused one is not a clean slate: after
     ``sounds_off`` some voice state survives (measured: a synth-voice part rendered after another
     song differs by up to 0.05 from the same part rendered first), which would make a song's
     samples depend on what the worker rendered before it."""
     import tinysoundfont
 
+    font = font or soundfonts.resolve("timgm6mb")
     synth = tinysoundfont.Synth(samplerate=SAMPLE_RATE)
-    sfid = synth.sfload(_soundfont_bytes())
+    sfid = synth.sfload(soundfonts.soundfont_bytes(font.path))
     return synth, sfid
 
 
-def render_part_raw(part: Part, n_samples: int) -> np.ndarray:
-    """The part's notes through the soundfont: float32 (n_samples, 2), no gate, gain or pan."""
-    synth, sfid = _fresh_synth()
+def render_part_raw(part: Part, n_samples: int,
+                    font: soundfonts.SoundFont | None = None) -> np.ndarray:
+    """The part's notes through ``font`` (default TimGM6mb): float32 (n_samples, 2), no gate,
+    gain or pan."""
+    synth, sfid = _fresh_synth(font)
     chan = 9 if part.is_drum else 0
     synth.program_select(chan, sfid, 128 if part.is_drum else 0, part.program, part.is_drum)
     # (sample, order, pitch, velocity): note-offs before note-ons at the same sample, so a
@@ -139,14 +127,24 @@ def _quantise_gain(g: float) -> float:
     return math.ldexp(math.floor(math.ldexp(g, 24 - e)), e - 24)
 
 
-def render_song(song: Song) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Stems and mixture as int32 arrays (n_samples, 2) on the 24-bit grid (value / 2**23).
+def part_fonts(song: Song, pool=None) -> dict[str, soundfonts.SoundFont]:
+    """instrument -> the soundfont its part draws from ``pool`` (default: TimGM6mb alone)."""
+    pool = tuple(pool) if pool else (soundfonts.resolve("timgm6mb"),)
+    return {p.instrument: soundfonts.draw(pool, song.seed, song.index, p.instrument, p.program,
+                                          p.is_drum) for p in song.parts}
+
+
+def render_song(song: Song, fonts: dict[str, soundfonts.SoundFont] | None = None
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Stems and mixture as int32 arrays (n_samples, 2) on the 24-bit grid (value / 2**23);
+    ``fonts``: instrument -> soundfont (:func:`part_fonts`; default TimGM6mb for every part).
 
     ``mixture == sum(stems)`` exactly; ``|sample| <= 10**(PEAK_DBFS/20) * 2**23``."""
     n = int(round(song.duration * SAMPLE_RATE))
+    fonts = fonts or part_fonts(song)
     leveled: dict[str, np.ndarray] = {}
     for part in song.parts:
-        audio = render_part_raw(part, n)
+        audio = render_part_raw(part, n, fonts[part.instrument])
         apply_release_gate(audio, part)
         # loudness over the samples where notes sound (float64 sums: the same on every machine
         # up to the last bit, which the quantised gain absorbs)
@@ -158,8 +156,8 @@ def render_song(song: Song) -> tuple[dict[str, np.ndarray], np.ndarray]:
         rms = math.sqrt(energy / count) if count else 0.0
         if rms <= 1e-9:
             # a part the soundfont does not sound (never with the shipped programs)
-            log.warning("song %r: %s (program %d) renders silent; left out", song.title,
-                        part.instrument, part.program)
+            log.warning("song %r: %s (program %d, %s) renders silent; left out", song.title,
+                        part.instrument, part.program, fonts[part.instrument].file)
             continue
         gain = _quantise_gain(REFERENCE_RMS * 10 ** (part.level_db / 20.0) / rms)
         gl, gr = pan_gains(part.pan)
