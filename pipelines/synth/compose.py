@@ -1,14 +1,23 @@
 """Procedural songs: a song form, harmony and one MIDI part per instrument, from a seed.
 
 A song is a 4/4 piece in one key and mode at a tempo of 70..170 BPM. Its form is a sequence of
-sections (intro, verse, chorus, break, verse, chorus, outro, scaled to the requested duration);
-each section has a chord progression (one chord per bar). Every instrument plays only in some
-bars: an arrangement decides per section who plays (drums rest in the break, the lead rests in
-the intro ...), then bars are switched on or off at the edges of the played stretches until the
-instrument's share of the song is near a per-song target drawn between 30 % and 95 % (sparse
-patterns such as stabs get more bars, so their notes still sound in about 30 % of the song or
-more), and every instrument rests in at least one complete bar. So every instrument has real
-entries and real silences, which the activity labels must capture.
+sections (intro, verse, chorus, break, outro); each section has a chord progression (one chord per
+bar). Who plays where is the *arrangement* (:mod:`iass.pipelines.synth.form`), one of two:
+
+* ``real``: shaped like real multitracks. The song is a window of a full-length form with real
+  section lengths (verses and choruses of 8-16 bars); who plays is drawn per section (the band
+  plays through verses and choruses), so an instrument that enters usually stays, and the lead
+  sings lines of 2-4 bars. Measured against MedleyDB's activation annotations by
+  ``iass synth-stats`` (docs/results.md).
+* ``sparse`` (the default of :func:`compose_song`, the original generator): a 3-7 section form
+  scaled to the duration; bars are switched on or off until the instrument's share of the song
+  is near a per-song target drawn between 30 % and 95 % (sparse patterns such as stabs get more
+  bars, so their notes still sound in about 30 % of the song or more), and every instrument
+  rests in at least one complete bar. Many more entrances and exits than real songs have: more
+  for an activity head to learn from.
+
+A song's tempo, key, line-up and title (so its ids and MUSDB split) are the same in both
+arrangements: the ``real`` form is drawn from its own child stream.
 
 Note times are the labels. Drum hits are one-shots (the soundfont ignores their note-off), so a
 hit's length is chosen: how long its sample stays within ~40 dB of its peak, a new hi-hat stroke
@@ -36,13 +45,14 @@ import math
 
 import numpy as np
 
+from iass.errors import ConfigError
 from iass.pipelines.synth.drums import (  # noqa: F401  (re-exported)
     CLOSED_HAT, CRASH, DRUM_BRIDGE_S, DRUM_RING_S, KICK, OPEN_HAT, PEDAL_HAT, RIDE, SNARE, TOMS,
     drums_part,
 )
 from iass.pipelines.synth.form import (  # noqa: F401  (re-exported)
-    KEY_NAMES, MAJOR, MINOR, PLAYS_IN, PROGRESSIONS, SECTION_NAMES, Harmony, arrange, make_form,
-    place, voicing,
+    ARRANGEMENTS, KEY_NAMES, MAJOR, MINOR, PLAYS_IN, PLAYS_IN_REAL, PROGRESSIONS, SECTION_NAMES,
+    Harmony, arrange, arrange_real, make_form, make_form_real, place, voicing,
 )
 from iass.pipelines.synth.parts import (  # noqa: F401  (re-exported)
     acoustic_guitar_part, bass_part, electric_guitar_part, lead_part, pad_part, piano_part,
@@ -67,9 +77,28 @@ NOUNS = (
 )
 
 
+def progressions(form: list[tuple[str, int]], mode: str, rng: np.random.Generator):
+    """A chord progression per section name, and the chord degree of every bar."""
+    prog: dict[str, tuple[int, ...]] = {}
+    degrees: list[int] = []
+    for name, length in form:
+        if name not in prog:
+            options = PROGRESSIONS[mode]
+            prog[name] = options[int(rng.integers(len(options)))]
+        degrees.extend(prog[name][k % len(prog[name])] for k in range(length))
+    return prog, degrees
+
+
 def compose_song(seed: int, index: int, duration: float,
-                 instruments: list[str] | tuple[str, ...] | None = None) -> Song:
-    """The ``index``-th song of ``seed``: ``duration`` seconds; ``instruments`` fixes the line-up."""
+                 instruments: list[str] | tuple[str, ...] | None = None,
+                 arrangement: str = "sparse") -> Song:
+    """The ``index``-th song of ``seed``: ``duration`` seconds; ``instruments`` fixes the line-up;
+    ``arrangement`` is ``real`` (entrances and exits as in real multitracks) or ``sparse`` (the
+    original generator: every instrument enters and drops out; the default, so existing seeds
+    keep their songs)."""
+    if arrangement not in ARRANGEMENTS:
+        raise ConfigError(f"unknown arrangement {arrangement!r}; choose one of {', '.join(ARRANGEMENTS)}")
+    real = arrangement == "real"
     rng = song_rng(seed, index)
     tempo = float(round(rng.uniform(70, 170)))
     spb = 60.0 / tempo
@@ -77,13 +106,14 @@ def compose_song(seed: int, index: int, duration: float,
     mode = "major" if rng.random() < 0.6 else "minor"
     root = int(rng.integers(12))
     form = make_form(n_bars, rng)
-    prog = {}
-    degrees = []
-    for name, length in form:
-        if name not in prog:
-            options = PROGRESSIONS[mode]
-            prog[name] = options[int(rng.integers(len(options)))]
-        degrees.extend(prog[name][k % len(prog[name])] for k in range(length))
+    prog, degrees = progressions(form, mode, rng)
+    if real:
+        # the sparse form's draws above are made either way, so a song's tempo, key, line-up,
+        # title (and so its ids and MUSDB split) do not depend on the arrangement; the real
+        # form and its chords come from their own child stream
+        frng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(index), 0])))
+        form = make_form_real(n_bars, frng)
+        prog, degrees = progressions(form, mode, frng)
     harmony = Harmony(root, MAJOR if mode == "major" else MINOR, degrees)
 
     sections, bar = [], 0
@@ -139,7 +169,11 @@ def compose_song(seed: int, index: int, duration: float,
         elif inst != "drums":
             program = int(prng.choice(PROGRAMS[inst]))
         n_full = int(duration // (4 * spb))
-        for _ in range(6):
+        if real:
+            on = arrange_real(inst, form_in, prng)
+            w = NoteWriter(spb, duration)
+            play_part(inst, variant, on, form_in, harmony, spb, duration, prng, w, real=True)
+        for _ in range(0 if real else 6):
             on = arrange(inst, form_in, prng, target, n_full)
             w = NoteWriter(spb, duration)
             play_part(inst, variant, on, form_in, harmony, spb, duration, prng, w)

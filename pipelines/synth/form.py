@@ -1,11 +1,23 @@
 """The song form and its harmony: sections, who plays in which bars, chords and voicings.
 
-A song's form is a sequence of sections (intro, verse, chorus, break, verse, chorus, outro, scaled
-to the requested duration); each section has a chord progression (one chord per bar). Every
-instrument plays only in some bars: an arrangement decides per section who plays (drums rest in
-the break, the lead rests in the intro ...), then bars are switched on or off at the edges of the
-played stretches until the instrument's share of the song is near a per-song target, and every
-instrument rests in at least one complete bar.
+Two arrangements (``ARRANGEMENTS``), chosen per run:
+
+``real`` (shaped like real multitracks)
+    The form of a full-length song with the section lengths of real pop songs (verses and
+    choruses of 8 or 16 bars, intros and outros of 2-8, a break of 4-8 after the second chorus;
+    more verse/chorus pairs when the song is longer), and the song is a window of it that starts
+    at a section boundary (:func:`make_form_real`). Who plays is drawn once per section
+    (:data:`PLAYS_IN_REAL`: the band plays through verses and choruses, drops out in intros,
+    breaks and outros); now and then an instrument enters halfway through a section. No
+    instrument is forced to rest, so an instrument that enters usually stays: entrances and exits
+    are as rare as in MedleyDB's annotations (``iass synth-stats``, docs/results.md).
+``sparse`` (the original generator; more entrances and exits for the activity head to learn)
+    A form of 3-7 sections scaled to the requested duration (:func:`make_form`); per section who
+    plays (:data:`PLAYS_IN`), then bars are switched on or off at the edges of the played stretches
+    until the instrument's share of the song is near a per-song target, and every instrument
+    rests in at least one complete bar (:func:`arrange`).
+
+Each section has a chord progression (one chord per bar).
 """
 from __future__ import annotations
 
@@ -14,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+ARRANGEMENTS = ("real", "sparse")
 SECTION_NAMES = ("intro", "verse", "chorus", "break", "outro")
 #: chance that an instrument plays in a section of each kind
 PLAYS_IN = {
@@ -29,6 +42,27 @@ PLAYS_IN = {
     "synth":           (0.50, 0.40, 0.60, 0.50, 0.50),
     "brass":           (0.10, 0.30, 0.70, 0.20, 0.30),
 }
+
+#: ``real`` arrangement: chance that an instrument plays in a section of each kind. The band
+#: plays through verses and choruses; intros, breaks and outros thin it out.
+PLAYS_IN_REAL = {
+    #                  intro verse chorus break outro
+    "lead_vocals":     (0.10, 0.97, 0.97, 0.25, 0.40),
+    "drums":           (0.50, 0.95, 1.00, 0.60, 0.70),
+    "electric_bass":   (0.50, 0.95, 1.00, 0.70, 0.70),
+    "electric_guitar": (0.60, 0.85, 0.95, 0.80, 0.70),
+    "acoustic_guitar": (0.80, 0.95, 0.95, 0.80, 0.80),
+    "piano":           (0.70, 0.90, 0.95, 0.80, 0.80),
+    "bowed_strings":   (0.40, 0.50, 0.80, 0.60, 0.60),
+    "organ":           (0.40, 0.70, 0.80, 0.60, 0.60),
+    "synth":           (0.50, 0.60, 0.80, 0.60, 0.60),
+    "brass":           (0.20, 0.40, 0.80, 0.40, 0.50),
+}
+#: ``real`` arrangement: section lengths in bars (a draw per section) and the chance that a
+#: playing instrument enters halfway through a section of 8 bars or more
+REAL_SECTION_BARS = {"intro": (2, 4, 4, 8), "verse": (8, 8, 16), "chorus": (8, 8, 16),
+                     "break": (4, 8, 8), "outro": (2, 4, 8)}
+LATE_ENTRY = 0.1
 
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 MINOR = (0, 2, 3, 5, 7, 8, 10)
@@ -68,6 +102,55 @@ def make_form(n_bars: int, rng: np.random.Generator) -> list[tuple[str, int]]:
     while sum(lengths) < n_bars:
         lengths[int(np.argmax(base))] += 1
     return list(zip(template, lengths))
+
+
+def make_form_real(n_bars: int, rng: np.random.Generator) -> list[tuple[str, int]]:
+    """``real`` arrangement: a window of ``n_bars`` bars of a full-length song's form.
+
+    The full form is intro, verse, chorus, verse, chorus, break, chorus, outro (the intro and the
+    break sometimes left out), with more verse/chorus pairs before the last chorus while it is
+    shorter than the song; the window starts at the first section (a song's beginning) with
+    chance 0.3, else at a section drawn among those that leave ``n_bars`` bars before the end.
+    Lengths sum to ``n_bars`` (the last section is cut)."""
+    names = (["intro"] if rng.random() < 0.85 else []) + ["verse", "chorus", "verse", "chorus"]
+    names += (["break"] if rng.random() < 0.7 else []) + ["chorus", "outro"]
+    form = [(name, int(rng.choice(REAL_SECTION_BARS[name]))) for name in names]
+    while sum(length for _, length in form) < n_bars:
+        at = len(form) - 2   # before the last chorus and the outro
+        form[at:at] = [(name, int(rng.choice(REAL_SECTION_BARS[name]))) for name in ("verse", "chorus")]
+    ends = np.cumsum([length for _, length in form])
+    starts = ends - [length for _, length in form]
+    fits = [i for i, s0 in enumerate(starts) if ends[-1] - s0 >= n_bars]
+    first = 0 if rng.random() < 0.3 else int(fits[int(rng.integers(len(fits)))])
+    out, left = [], n_bars
+    for name, length in form[first:]:
+        if left <= 0:
+            break
+        out.append((name, min(length, left)))
+        left -= length
+    return out
+
+
+def arrange_real(instrument: str, form: list[tuple[str, int]], rng: np.random.Generator) -> np.ndarray:
+    """``real`` arrangement: boolean per bar, one draw per section (:data:`PLAYS_IN_REAL`).
+
+    An instrument that enters (it rested in the section before) enters halfway through a long
+    section with chance ``LATE_ENTRY``; an instrument that would play nowhere plays the section
+    it is likeliest to play in."""
+    probs = PLAYS_IN_REAL[instrument]
+    bars: list[bool] = []
+    for name, length in form:
+        plays = bool(rng.random() < probs[SECTION_NAMES.index(name)])
+        late = 0
+        if plays and length >= 8 and rng.random() < LATE_ENTRY and not (bars and bars[-1]):
+            late = length // 2
+        bars.extend([False] * late + [plays] * (length - late))
+    on = np.array(bars, dtype=bool)
+    if not on.any():
+        best = max(range(len(form)), key=lambda k: (probs[SECTION_NAMES.index(form[k][0])], -k))
+        first = sum(length for _, length in form[:best])
+        on[first: first + form[best][1]] = True
+    return on
 
 
 def arrange(instrument: str, form: list[tuple[str, int]], rng: np.random.Generator,

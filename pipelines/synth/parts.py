@@ -40,7 +40,9 @@ def bass_part(on, harmony, spb, rng, w: NoteWriter) -> None:
             w.add(target + step, velocity(rng, 85), b0 + 3.5, 0.45)
 
 
-def lead_part(on, harmony, register, spb, rng, w: NoteWriter) -> None:
+def lead_part(on, harmony, register, spb, rng, w: NoteWriter, lines: bool = False) -> None:
+    """Phrases of 1-2 bars with rests of 0.5-1.5 beats; ``lines`` (the ``real`` arrangement):
+    sung lines of 2 bars (or 1, 4 when the bars allow) ending in a breath of 0.5-1 beat."""
     low, high = (48, 67) if register == "male" else (57, 79)
     pitches = harmony.scale_pitches(low, high)
     idx = len(pitches) // 2
@@ -51,10 +53,18 @@ def lead_part(on, harmony, register, spb, rng, w: NoteWriter) -> None:
         if not on[bar]:
             bar += 1
             continue
-        # a phrase: 1 or 2 played bars, then a rest of about a beat
-        length = 2 if (bar + 1 < len(on) and on[bar + 1] and rng.random() < 0.7) else 1
-        beat = 4 * bar + (0.5 if rng.random() < 0.3 else 0.0)
-        end = 4 * (bar + length) - float(rng.choice([0.5, 1.0, 1.5]))
+        if lines:
+            # a sung line: up to 2 or 4 played bars, a pickup now and then, a breath at its end
+            length = 1
+            while length < (4 if rng.random() < 0.3 else 2) and bar + length < len(on) and on[bar + length]:
+                length += 1
+            beat = 4 * bar + (0.5 if rng.random() < 0.15 else 0.0)
+            end = 4 * (bar + length) - float(rng.choice([0.5, 1.0]))
+        else:
+            # a phrase: 1 or 2 played bars, then a rest of about a beat
+            length = 2 if (bar + 1 < len(on) and on[bar + 1] and rng.random() < 0.7) else 1
+            beat = 4 * bar + (0.5 if rng.random() < 0.3 else 0.0)
+            end = 4 * (bar + length) - float(rng.choice([0.5, 1.0, 1.5]))
         while beat < end - 0.25:
             for d in rhythms[int(rng.integers(len(rhythms)))]:
                 if beat >= end - 0.25:
@@ -66,7 +76,7 @@ def lead_part(on, harmony, register, spb, rng, w: NoteWriter) -> None:
                 if beat % 2 == 0:            # strong beats land on chord tones
                     near = [i for i, p in enumerate(pitches) if p % 12 in chord]
                     idx = min(near, key=lambda i: abs(i - idx))
-                w.add(pitches[idx], velocity(rng, 95, 12), beat, d * 0.92)
+                w.add(pitches[idx], velocity(rng, 95, 12), beat, d * (0.98 if lines else 0.92))
                 beat += d
         bar += length
 
@@ -171,14 +181,16 @@ def pad_part(instrument, on, harmony, rng, w: NoteWriter) -> None:
                 w.add(p, velocity(rng, 75), b0, 3.95)
 
 
-def play_part(inst, variant, on, form, harmony, spb, duration, rng, w: NoteWriter) -> None:
-    """The notes of one instrument in the bars where ``on`` is True."""
+def play_part(inst, variant, on, form, harmony, spb, duration, rng, w: NoteWriter,
+              real: bool = False) -> None:
+    """The notes of one instrument in the bars where ``on`` is True; ``real``: the ``real``
+    arrangement (the lead sings longer lines)."""
     if inst == "drums":
         drums_part(on, form, spb, duration, rng, w)
     elif inst == "electric_bass":
         bass_part(on, harmony, spb, rng, w)
     elif inst == "lead_vocals":
-        lead_part(on, harmony, variant, spb, rng, w)
+        lead_part(on, harmony, variant, spb, rng, w, lines=real)
     elif inst == "piano":
         piano_part(on, harmony, rng, w)
     elif inst == "electric_guitar":
