@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = [
     "iass.pipelines.cli_sources",   # iass sources list|check
     "iass.pipelines.synth.cli",     # iass synth
+    "iass.pipelines.synth.cli_stats",  # iass synth-stats
     "iass.pipelines.cli_corpus",    # iass corpus build|info|validate
     "iass.training.cli",            # iass train
     "iass.evaluation.cli",          # iass evaluate, iass separate, iass report
