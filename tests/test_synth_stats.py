@@ -1,6 +1,7 @@
 """``iass synth-stats``: arrangement statistics of real MedleyDB annotations and synthesized songs."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -54,8 +55,9 @@ def test_a_native_tree_reads_back_the_composers_notes(tmp_path):
 
     tax = load_taxonomy()
     want = {t: [] for t in tax.targets}
+    info = json.loads((tmp_path / "native" / "iass_synth.json").read_text())
     for i in range(2):
-        song = compose_song(3, i, 4.0)
+        song = compose_song(3, i, 4.0, arrangement=info.get("arrangement", "sparse"))
         n = num_frames(int(round(4.0 * SR)), HOP)
         for t in tax.targets:
             iv = [x for p in song.parts if tax.covers(t, p.instrument) for x in p.intervals()]
