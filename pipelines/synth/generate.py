@@ -35,6 +35,7 @@ class SynthJob:
     duration: float
     instruments: tuple[str, ...] | None
     soundfonts: tuple[tuple[str, str], ...] = ()    # the pool: (absolute path, name) each
+    arrangement: str = "real"                       # real | sparse (compose.ARRANGEMENTS)
 
 
 def synthesize_one(job: SynthJob) -> dict:
@@ -44,7 +45,7 @@ def synthesize_one(job: SynthJob) -> dict:
     from iass.pipelines.synth.soundfonts import load
 
     t0 = time.perf_counter()
-    song = compose_song(job.seed, job.index, job.duration, job.instruments)
+    song = compose_song(job.seed, job.index, job.duration, job.instruments, job.arrangement)
     pool = tuple(load(path, name) for path, name in job.soundfonts)
     fonts = part_fonts(song, pool)
     stems, mixture = render_song(song, fonts)
@@ -63,8 +64,13 @@ def synthesize_one(job: SynthJob) -> dict:
     }
 
 
-def check_args(layout: str, tracks: int, duration: float, instruments) -> None:
+def check_args(layout: str, tracks: int, duration: float, instruments,
+               arrangement: str = "real") -> None:
     """Raise :class:`~iass.errors.ConfigError` (a ``ValueError``) naming the bad option."""
+    from iass.pipelines.synth.compose import ARRANGEMENTS
+
+    if arrangement not in ARRANGEMENTS:
+        raise ConfigError(f"unknown arrangement {arrangement!r}; choose one of {', '.join(ARRANGEMENTS)}")
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if tracks < 1:
@@ -79,19 +85,22 @@ def check_args(layout: str, tracks: int, duration: float, instruments) -> None:
 
 def synthesize(out: str | Path, layout: str, tracks: int, duration: float, seed: int,
                instruments: list[str] | None = None, workers: int = 0,
-               progress: bool = True, soundfonts: list[str] | None = None) -> dict:
+               progress: bool = True, soundfonts: list[str] | None = None,
+               arrangement: str = "real") -> dict:
     """Write ``tracks`` songs to ``out``; returns a summary (songs, audio seconds, speed).
-    ``soundfonts``: the pool, builtin names or paths (default: timgm6mb and merlin)."""
+    ``soundfonts``: the pool, builtin names or paths (default: timgm6mb and merlin).
+    ``arrangement``: ``real`` (entrances, exits and section lengths shaped like real multitracks)
+    or ``sparse`` (every instrument enters and drops out often: more for the activity head)."""
     from iass.pipelines.synth.soundfonts import needed_presets, resolve_pool
 
-    check_args(layout, tracks, duration, instruments)
+    check_args(layout, tracks, duration, instruments, arrangement)
     fonts = resolve_pool(soundfonts, needed_presets(instruments))   # before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clean_temp_files(out)
     inst = tuple(instruments) if instruments else None
     pool_arg = tuple((sf.path, sf.name) for sf in fonts)
-    jobs = [SynthJob(str(out), layout, int(seed), i, float(duration), inst, pool_arg)
+    jobs = [SynthJob(str(out), layout, int(seed), i, float(duration), inst, pool_arg, arrangement)
             for i in range(tracks)]
     n_workers = min(worker_count(workers), len(jobs))
     log.debug("synth: %d songs of %.1f s, layout %s, seed %d, %d workers -> %s",
@@ -129,6 +138,7 @@ def synthesize(out: str | Path, layout: str, tracks: int, duration: float, seed:
         "tracks": int(tracks),
         "duration_s": float(duration),
         "instruments": list(inst) if inst else None,
+        "arrangement": arrangement,
         "sample_rate": SAMPLE_RATE,
         "soundfonts": [sf.describe() for sf in fonts],
         "songs": [{k: r[k] for k in ("index", "native_id", "split", "title", "tempo", "key",
