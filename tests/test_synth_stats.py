@@ -120,3 +120,23 @@ def test_cli_writes_table_csv_and_plot(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["synth-stats", str(tmp_path / "empty"), "--no-reference"]) == 1
     assert "no medleydb tracks found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cutoff_hz", [0.81, 1.61])
+def test_lab_smoothing_recovers_a_known_low_pass(tmp_path, cutoff_hz):
+    """Curves made like MedleyDB's (noise low-passed by a forward-backward Butterworth-2 at a
+    known cutoff, logistic, 4 decimals, hop 2048): the fit finds that cutoff."""
+    import scipy.signal as sg
+
+    rate = SR / 2048
+    b, a = sg.butter(2, cutoff_hz / (rate / 2))
+    rng = np.random.default_rng(1)
+    for k in range(12):
+        h = sg.filtfilt(b, a, rng.standard_normal(2000))
+        h = 0.15 + 0.08 * h / h.std()
+        c = 1 - 1 / (1 + np.exp(20 * (h - 0.15)))
+        rows = [f"{j * 2048 / SR:.4f},{v:.4f}" for j, v in enumerate(c)]
+        (tmp_path / f"T{k}_ACTIVATION_CONF.lab").write_text("time,S01\n" + "\n".join(rows) + "\n")
+    r = S.lab_smoothing(tmp_path)
+    assert r["curves"] >= 12
+    assert abs(r["best"]["cutoff_hz"] - cutoff_hz) <= 0.15, r["best"]

@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--source", default=None,
                    help="adapter of the source trees (default: from iass_synth.json, else medleydb)")
     p.add_argument("--no-reference", action="store_true", help="leave MedleyDB's annotations out")
+    p.add_argument("--lab-smoothing", action="store_true",
+                   help="only measure the low-pass cutoff of MedleyDB's shipped .lab curves (Hz)")
     add_params_arguments(p, example="corpus.labels.lowpass=0.0375")
     p.set_defaults(func=run)
 
@@ -43,6 +45,8 @@ def run(args) -> int:
     from iass.errors import ConfigError, IassError
     from iass.pipelines.synth.stats import arrangement_report
 
+    if args.lab_smoothing:
+        return _lab_smoothing()
     params = load_params(args.params, args.overrides)
     corpus = section(params, "corpus")
     datasets = {}
@@ -68,4 +72,20 @@ def run(args) -> int:
     print(result["table"])
     for f in result["files"]:
         print(f"wrote {f}")
+    return 0
+
+
+def _lab_smoothing() -> int:
+    from iass.pipelines.synth.stats import lab_smoothing
+
+    r = lab_smoothing()
+    print(f"MedleyDB .lab: {r['curves']} confidence stretches, frame rate {r['frame_rate']:.2f} Hz")
+    print("spectrum of the logit-inverted confidence (dB re 0.08 Hz): " + ", ".join(
+        f"{r['freq'][k]:.2f} Hz {r['psd_db'][k]:.1f}"
+        for k in [int(abs(r['freq'] - x).argmin()) for x in (0.4, 0.8, 1.6, 3.2)]))
+    for fit in r["fits"]:
+        best = fit is r["best"]
+        if round(fit["cutoff_hz"] * 100) % 10 == 0 or best:   # every 0.1 Hz, and the best
+            print(f"  cutoff {fit['cutoff_hz']:.2f} Hz: rms error {fit['rms_db']:.2f} dB, "
+                  f"source spectrum ~ f^{-fit['alpha']:+.2f}{'  <- best' if best else ''}")
     return 0

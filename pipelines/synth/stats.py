@@ -307,6 +307,53 @@ def load_activity(path: str | Path, source: str | None = None, labels: str = "sh
             f"{src} tree {path} ({labels} labels, hop {hop})")
 
 
+# --------------------------------------------------------------- the .lab files' smoothing
+def lab_smoothing(annotations_dir: str | Path | None = None, sr: int = 44100, hop: int = 2048,
+                  cutoffs=np.arange(0.4, 2.01, 0.05)) -> dict:
+    """How strongly MedleyDB's shipped confidence curves were low-passed (no audio needed).
+
+    The logistic is inverted, ``H = center + ln(C / (1 - C)) / slope`` (the default label
+    params), on every stretch of at least 256 frames with ``0.002 < C < 0.998`` (where the file's
+    4 decimals keep ``H`` exact enough); the mean Welch spectrum of ``H`` (frame rate
+    ``sr / hop``) is fitted, 0.15-4 Hz, by ``level * f**-alpha`` times the power response of a
+    2nd-order Butterworth run forwards and backwards (``filtfilt``), for each cutoff (Hz).
+    Returns the rms error (dB) and ``alpha`` per cutoff, and the spectrum itself."""
+    import scipy.signal as sg
+
+    from iass.pipelines.sources.medleydb import packaged_annotations_dir
+
+    ann = Path(annotations_dir) if annotations_dir else packaged_annotations_dir()
+    if ann is None or not ann.is_dir():
+        raise SourceError("MedleyDB annotations not found: install medleydb-instruments (make setup)")
+    p = act.DEFAULT_LABEL_PARAMS
+    rate = sr / hop
+    total, count, f = None, 0, None
+    for lab in sorted(ann.glob("*_ACTIVATION_CONF.lab")):
+        for c in act.read_activation_lab(lab)[1].values():
+            d = np.diff(np.r_[0, ((c > 0.002) & (c < 0.998)).astype(np.int8), 0])
+            for a, b in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)):
+                if b - a < 256:
+                    continue
+                h = p["logistic_center"] + np.log(c[a:b] / (1 - c[a:b])) / p["logistic_slope"]
+                f, psd = sg.welch(h - h.mean(), fs=rate, nperseg=256)
+                total, count = (psd if total is None else total + psd), count + 1
+    if not count:
+        raise SourceError(f"{ann}: no confidence curves long enough to measure")
+    psd = total / count
+    sel = (f >= 0.15) & (f <= 4.0)
+    obs, fit_f = 10 * np.log10(psd[sel]), f[sel]
+    X = np.c_[np.ones(sel.sum()), -10 * np.log10(fit_f)]
+    fits = []
+    for fc in cutoffs:
+        b, a = sg.butter(2, min(fc / (rate / 2), 0.99))
+        resp = 40 * np.log10(np.abs(sg.freqz(b, a, worN=fit_f, fs=rate)[1]))
+        coef = np.linalg.lstsq(X, obs - resp, rcond=None)[0]
+        rms = float(np.sqrt(np.mean((X @ coef + resp - obs) ** 2)))
+        fits.append({"cutoff_hz": round(float(fc), 3), "rms_db": rms, "alpha": float(coef[1])})
+    return {"curves": count, "frame_rate": rate, "freq": f, "psd_db": 10 * np.log10(psd / psd[1]),
+            "fits": fits, "best": min(fits, key=lambda r: r["rms_db"])}
+
+
 # ------------------------------------------------------------------------------------ report
 COLUMNS = ("dataset", "target", "tracks", "minutes", "full_windows", "active", "entrances_per_min",
            "seg_p10", "seg_median", "seg_p90", "seg_time_median")
