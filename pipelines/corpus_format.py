@@ -78,6 +78,11 @@ STEMS_SCHEMA = pa.schema(
         ("source_labels", pa.list_(pa.string())),  # the corpus' own labels of those stems
         ("annotated", pa.bool_()),
         ("rms_db", pa.float64()),
+        # synthesized audio only (null for recordings): how each part summed into this stem was
+        # rendered, as the synthesizer recorded it (pipelines/sources/render_info.py)
+        ("synth_render", pa.list_(pa.struct([
+            ("source_stem", pa.string()), ("instrument", pa.string()), ("soundfont", pa.string()),
+            ("soundfont_sha256", pa.string()), ("bank", pa.int16()), ("program", pa.int16())]))),
     ]
 )
 

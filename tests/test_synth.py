@@ -517,3 +517,55 @@ def test_bad_soundfont_is_one_line_error_before_anything_is_written(tmp_path):
         with pytest.raises(ConfigError, match=says):
             synthesize(out, "native", tracks=1, duration=4.0, seed=0, progress=False, soundfonts=specs)
         assert not out.exists()
+
+
+def test_render_metadata_round_trips_into_the_corpus(tmp_path, trees):
+    """A corpus built from the native, MedleyDB and MUSDB-HQ layouts keeps, per corpus stem, the
+    soundfont (file, sha256) and GM program of every part summed into it (stems.parquet
+    ``synth_render``), exactly as the synthesizer wrote them."""
+    import json
+
+    import yaml
+    from prefect.testing.utilities import prefect_test_harness
+
+    from iass.pipelines import build as B
+
+    params = {"corpus": {"hop": 1024, "num_shards": 2, "workers": 2, "runner": "threads",
+                         "labels": {"threshold": 0.5},
+                         "splits": {"seed": 0, "song_level_artists": ["iass synth"]}}}
+    sources = {"synth": trees / "native", "medleydb": trees / "medleydb", "musdb": trees / "musdb-hq"}
+    out = tmp_path / "corpus"
+    with prefect_test_harness(server_startup_timeout=180):   # 2 shared cores: slow to start
+        B.run_build(B.config_from_params(params, sources={k: str(v) for k, v in sources.items()},
+                                         out=str(out), progress=False))
+    tracks = {r["track_id"]: r for r in pq.read_table(out / "tracks.parquet").to_pylist()}
+    assert len(tracks) == 9 and {t["source"] for t in tracks.values()} == {"synth", "medleydb", "musdb"}
+    got: dict = {}
+    for row in pq.read_table(out / "stems.parquet").to_pylist():
+        t = tracks[row["track_id"]]
+        if not row["synth_render"]:     # a MUSDB stem no part went into: written as silence
+            assert t["source"] == "musdb" and row["rms_db"] <= -120.0, (t["native_id"], row)
+            continue
+        assert {r["source_stem"] for r in row["synth_render"]} <= set(row["source_stems"])
+        for r in row["synth_render"]:
+            got.setdefault((t["source"], t["native_id"]), {})[(r["source_stem"], r["instrument"])] = (
+                r["soundfont"], r["soundfont_sha256"], r["bank"], r["program"])
+    want: dict = {}
+    for d in (trees / "native").iterdir():
+        if d.is_dir():
+            want[("synth", d.name)] = {
+                (i["instrument"], i["instrument"]): (i["soundfont"], i["soundfont_sha256"],
+                                                     128 if i["is_drum"] else 0, i["program"])
+                for i in json.loads((d / "track.json").read_text())["instruments"]}
+    for d in (trees / "medleydb").iterdir():
+        if d.is_dir():
+            meta = yaml.safe_load((d / f"{d.name}_METADATA.yaml").read_text())
+            want[("medleydb", d.name)] = {
+                (sid, s[layouts.RENDER_KEY]["instrument"]): tuple(
+                    s[layouts.RENDER_KEY][k] for k in ("soundfont", "soundfont_sha256", "bank", "program"))
+                for sid, s in meta["stems"].items()}
+    for path in (trees / "musdb-hq").glob("*/*/iass_render.json"):
+        want[("musdb", path.parent.name)] = {
+            (stem, r["instrument"]): (r["soundfont"], r["soundfont_sha256"], r["bank"], r["program"])
+            for stem, recs in json.loads(path.read_text())["stems"].items() for r in recs}
+    assert got == want

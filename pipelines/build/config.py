@@ -18,7 +18,7 @@ from iass.pipelines.sources.resolve import SourceSpec, specs_from
 log = logging.getLogger(__name__)
 
 #: bump when harmonizing / writing changes what lands on disk (invalidates the audio cache)
-BUILD_VERSION = "2"  # 2: content-keyed audio folders, versioned table snapshots
+BUILD_VERSION = "3"  # 2: content-keyed audio folders, versioned table snapshots; 3: stems.synth_render
 #: bump when the labelling code changes its output (invalidates labels only)
 LABEL_VERSION = "1"
 CACHE_DIR = ".cache"

@@ -329,8 +329,11 @@ def label_track(track: SourceTrack, track_id: str, instruments: dict[str, np.nda
 # --------------------------------------------------------------------------------- writing
 def _write_audio(ref: TrackRef, track: SourceTrack, track_id: str, shard: str, harm: HarmonizedTrack,
                  layout: cf.CorpusLayout, cfg: BuildConfig, dir_name: str) -> dict:
+    from iass.pipelines.sources.render_info import render_records
+
     sr = harm.sample_rate
     tdir = layout.track_dir(shard, dir_name)
+    rendered = render_records(ref, track)     # {} unless the track was synthesized
     outputs: dict[str, int] = {}
     stems_rows = []
     keep = {"mixture.wav"}
@@ -345,6 +348,8 @@ def _write_audio(ref: TrackRef, track: SourceTrack, track_id: str, shard: str, h
             "source_stems": list(harm.source_stems[inst]),
             "source_labels": list(harm.source_labels[inst]),
             "annotated": bool(harm.annotated[inst]), "rms_db": _round(rms_db(audio)),
+            "synth_render": [{"source_stem": sid, **r} for sid in harm.source_stems[inst]
+                             for r in rendered.get(sid, [])] or None,
         })
     mix_rel = layout.rel_audio(shard, dir_name, "mixture")
     mix_digest, outputs[mix_rel] = write_wav(layout.root / mix_rel, harm.mixture, sr, "FLOAT", digest="sha256")
