@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "iass.pipelines.cli_corpus",    # iass corpus build|info|validate
     "iass.training.cli",            # iass train
     "iass.evaluation.cli",          # iass evaluate, iass separate, iass report
+    "iass.evaluation.cli_transfer", # iass transfer
 ]
 
 
