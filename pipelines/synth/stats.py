@@ -177,24 +177,17 @@ def medleydb_reference(hop: int = 1024, sr: int = 44100,
         stems = (yaml.safe_load(meta_path.read_text()) or {}).get("stems") or {}
         by_target = _target_stems({sid: stem_instrument("medleydb", spec.get("instrument"), nid)
                                    for sid, spec in stems.items()})
-        times, _ = act.read_activation_lab(lab)
+        times, cols = act.read_activation_lab(lab)
         n = num_frames(int(round(float(times[-1]) * sr)), hop)
+        times = act.exact_lab_times(times, sr)
         for target, ids in by_target.items():
-            try:
-                conf = act.confidence_from_lab(lab, {target: ids}, n, hop, sr)[target]
-            except ValueError:      # a stem without a column (6 files): the others still count
-                have = [s for s in ids if _has_column(lab, s)]
-                if not have:
-                    continue
-                conf = act.confidence_from_lab(lab, {target: have}, n, hop, sr)[target]
-            out[target].append(conf >= THRESHOLD)
+            # a stem without a column (6 files lack one): the target's other stems still count
+            curves = [cols[s] for s in ids if s in cols]
+            if curves:
+                conf = act.resample_confidence(times, np.max(curves, axis=0), n, hop, sr)
+                out[target].append(conf >= THRESHOLD)
     log.debug("MedleyDB reference: %d annotation files in %s", len(labs), ann)
     return out
-
-
-def _has_column(lab: Path, stem: str) -> bool:
-    _, cols = act.read_activation_lab(lab)
-    return stem in cols
 
 
 def activity_from_corpus(root: str | Path) -> tuple[Activity, int, int]:
@@ -382,8 +375,9 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    from iass.io import atomic_write_text
     import io
+
+    from iass.io import atomic_write_text
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
