@@ -11,6 +11,9 @@ Layout of a built corpus (``datasets/corpus/`` by default)::
     stems.parquet                 one row per (track, canonical instrument) with audio (STEMS_SCHEMA)
     activity/part-<shard>.parquet one row per (track, instrument present, frame) (ACTIVITY_SCHEMA)
     rejects.parquet               quarantined tracks and why  (REJECTS_SCHEMA)
+    pitch.parquet                 one row per (track, instrument) whose pitch is known (PITCH_SCHEMA)
+    notes/part-<shard>.parquet    note events of those instruments (NOTES_SCHEMA)
+                                  (pitch.parquet and notes/: only when some track has pitch labels)
     audio/<shard>/<track_id>.<key>/mixture.wav, <instrument>.wav   44.1 kHz stereo float WAV
                                   (<key>: 8 hex of the track's source content; new audio, new folder)
 
@@ -21,6 +24,16 @@ Activity semantics: for an instrument with a row, ``active`` is True/False per f
 unknown). An instrument of the taxonomy with no row in a track is silent (inactive) in it, unless
 it is listed in the track's ``unknown_instruments`` (the corpus does not say: MUSDB's ``other``
 may hold guitars, pianos, ...), in which case both its audio and its activity are unknown.
+
+Pitch semantics: note events (onset_s, offset_s, MIDI pitch, velocity) per (track, canonical
+instrument), from the synthesizer's exact notes or a corpus' own pitch annotations (MedleyDB's
+monophonic f0, converted to notes of the nearest MIDI pitch over its voiced rows). An instrument's
+pitch is known only where ``pitch.parquet`` has its row (zero notes: known silent); a track with
+no row there (every real corpus without pitch annotations) has unknown pitch, never "no note".
+The piano roll (:func:`notes_to_roll`, :meth:`Corpus.read_pitch`) has 88 keys, MIDI 21..108,
+and the frames of the activity labels: frame ``t`` holds pitch ``p`` when a note of ``p``
+overlaps the cell ``[t*hop - hop/2, t*hop + hop/2)`` (samples) around its centre (the rule of
+``activity.intervals_to_frames``). Drums (:data:`UNPITCHED`) have no pitch target.
 """
 from __future__ import annotations
 
@@ -102,6 +115,34 @@ REJECTS_SCHEMA = pa.schema(
 )
 
 
+NOTES_SCHEMA = pa.schema(
+    [
+        ("track_id", pa.string()),
+        ("instrument", pa.string()),      # canonical instrument
+        ("onset_s", pa.float64()),
+        ("offset_s", pa.float64()),
+        ("pitch", pa.int16()),            # MIDI pitch (may lie outside the roll's 21..108)
+        ("velocity", pa.int16()),         # MIDI velocity; null when the source has none (f0)
+    ]
+)
+
+PITCH_SCHEMA = pa.schema(
+    [
+        ("track_id", pa.string()),
+        ("instrument", pa.string()),      # canonical instrument whose pitch is known
+        ("method", pa.string()),          # notes (exact, synthesized) | medleydb_f0
+        ("num_notes", pa.int32()),
+    ]
+)
+
+#: the piano roll's keys: MIDI 21 (A0) .. 108 (C8)
+PITCH_MIN = 21
+PITCH_MAX = 108
+NUM_KEYS = PITCH_MAX - PITCH_MIN + 1
+#: taxonomy subtrees without a pitch target (their notes are drum keys, not pitches)
+UNPITCHED = frozenset({"drums"})
+
+
 # ---------------------------------------------------------------------------------- identities
 def slugify(text: str, max_len: int | None = 48, sep: str = "-", fold: bool = True,
             empty: str = "track") -> str:
@@ -139,6 +180,41 @@ def frame_centers(n_frames: int, hop: int) -> np.ndarray:
     return np.arange(n_frames, dtype=np.int64) * int(hop)
 
 
+def interval_frames(onset_s, offset_s, hop: int, sample_rate: int = SAMPLE_RATE):
+    """(first, last) frame (int64 arrays, inclusive; last < first: no frame) whose cell
+    ``[t*hop - hop/2, t*hop + hop/2)`` overlaps ``[onset, offset)`` s (strictly): the frame rule of
+    the activity labels, vectorised."""
+    a = np.asarray(onset_s, dtype=np.float64) * sample_rate
+    b = np.asarray(offset_s, dtype=np.float64) * sample_rate
+    first = np.floor((a + hop / 2) / hop).astype(np.int64)
+    first += (first * hop + hop / 2) <= a
+    last = np.ceil((b - hop / 2) / hop).astype(np.int64)
+    last -= (last * hop - hop / 2) >= b
+    last = np.where(b > a, last, first - 1)
+    return first, last
+
+
+def notes_to_roll(onset_s, offset_s, pitch, n_frames: int, hop: int,
+                  sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Piano roll (n_frames, NUM_KEYS) bool of note events: frame ``t``, key ``p - PITCH_MIN`` is
+    True when a note of MIDI pitch ``p`` overlaps frame t's cell (see the module doc). Notes
+    outside MIDI 21..108 are not on the roll."""
+    roll = np.zeros((int(n_frames), NUM_KEYS), dtype=bool)
+    first, last = interval_frames(onset_s, offset_s, hop, sample_rate)
+    keys = np.asarray(pitch, dtype=np.int64) - PITCH_MIN
+    first = np.maximum(first, 0)
+    last = np.minimum(last, int(n_frames) - 1)
+    for k, lo, hi in zip(keys.tolist(), first.tolist(), last.tolist()):
+        if 0 <= k < NUM_KEYS and hi >= lo:
+            roll[lo: hi + 1, k] = True
+    return roll
+
+
+def is_unpitched(taxonomy, name: str) -> bool:
+    """Whether a taxonomy node has no pitch target (under :data:`UNPITCHED`, e.g. drums)."""
+    return taxonomy.root(name) in UNPITCHED
+
+
 # --------------------------------------------------------------------------------------- paths
 class CorpusLayout:
     """Where each artifact lives under a corpus root."""
@@ -153,9 +229,14 @@ class CorpusLayout:
     rejects = property(lambda self: self.root / "rejects.parquet")
     activity_dir = property(lambda self: self.root / "activity")
     audio_dir = property(lambda self: self.root / "audio")
+    pitch = property(lambda self: self.root / "pitch.parquet")
+    notes_dir = property(lambda self: self.root / "notes")
 
     def activity_part(self, shard: str) -> Path:
         return self.activity_dir / f"part-{shard}.parquet"
+
+    def notes_part(self, shard: str) -> Path:
+        return self.notes_dir / f"part-{shard}.parquet"
 
     def track_dir(self, shard: str, track_id: str) -> Path:
         return self.audio_dir / shard / track_id
@@ -189,6 +270,7 @@ class Corpus:
             raise ValueError(f"{self.layout.manifest}: snapshot {snap!r} must be inside the corpus")
         self.tables = CorpusLayout(self.root / snap) if snap else self.layout
         self._activity_cache: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        self._pitch_cache: dict[tuple[str, str], np.ndarray | None] = {}
 
     # tables -----------------------------------------------------------------------------
     @property
@@ -374,6 +456,75 @@ class Corpus:
         row = self.track(track_id)
         return (pl.scan_parquet(self.tables.activity_part(row["shard"]))
                 .filter(pl.col("track_id") == track_id).collect())
+
+
+    # pitch ------------------------------------------------------------------------------
+    @cached_property
+    def pitch_known(self) -> dict[str, frozenset[str]]:
+        """track_id -> the instruments whose pitch is known (rows of ``pitch.parquet``; empty
+        when the corpus has no pitch labels at all)."""
+        import pyarrow.parquet as pq
+
+        if not self.tables.pitch.exists():
+            return {}
+        t = pq.read_table(self.tables.pitch, columns=["track_id", "instrument"])
+        out: dict[str, set[str]] = {}
+        for tid, inst in zip(t.column("track_id").to_pylist(), t.column("instrument").to_pylist()):
+            out.setdefault(tid, set()).add(inst)
+        return {tid: frozenset(v) for tid, v in out.items()}
+
+    @property
+    def has_pitch(self) -> bool:
+        """Whether any track of this version has pitch labels."""
+        return bool(self.pitch_known)
+
+    def read_notes(self, track_id: str):
+        """The track's note events (pyarrow Table, NOTES_SCHEMA; empty when it has none)."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        path = self.tables.notes_part(self.track(track_id)["shard"])
+        if track_id not in self.pitch_known or not path.exists():
+            return NOTES_SCHEMA.empty_table()
+        return pq.read_table(path, filters=pc.field("track_id") == track_id)
+
+    def pitch_target_known(self, track_id: str, target: str) -> bool:
+        """Whether :meth:`read_pitch` knows ``target``'s roll in this track: a pitched target
+        whose audio the corpus separates, and every instrument of the track under it (those with
+        stems) has known pitch. A track without any pitch row knows none."""
+        known = self.pitch_known.get(track_id)
+        if not known or is_unpitched(self.taxonomy, target) or not self.target_known(track_id, target):
+            return False
+        return all(i in known for i in self.target_instruments(track_id, target))
+
+    def read_pitch(self, track_id: str, target: str) -> np.ndarray | None:
+        """THE pitch contract (evaluation and the loader read through it): the piano roll of
+        ``target`` (any taxonomy node: the union of its instruments' notes) over the whole track,
+        ``(num_frames, NUM_KEYS)`` bool, column ``k`` = MIDI pitch ``PITCH_MIN + k`` (21..108),
+        frames as the activity labels (``num_frames = num_samples // hop + 1``, frame ``t``
+        centred on sample ``t * hop``; a note marks every frame whose cell it overlaps). All
+        False where the target is silent (known: no note). ``None`` where pitch is unknown: no
+        pitch labels for the track (real corpora), an unpitched target (drums), a target the
+        corpus does not separate, or an instrument under it without labels
+        (:meth:`pitch_target_known`). Do not modify the returned array (cached)."""
+        key = (track_id, target)
+        if key in self._pitch_cache:
+            return self._pitch_cache[key]
+        roll = None
+        if self.pitch_target_known(track_id, target):
+            row = self.track(track_id)
+            notes = self.read_notes(track_id)
+            insts = set(self.target_instruments(track_id, target))
+            mask = np.array([i in insts for i in notes.column("instrument").to_pylist()], dtype=bool)
+            roll = notes_to_roll(notes.column("onset_s").to_numpy()[mask],
+                                 notes.column("offset_s").to_numpy()[mask],
+                                 notes.column("pitch").to_numpy()[mask],
+                                 int(row["num_frames"]), self.hop, int(row["sample_rate"]))
+            roll.setflags(write=False)
+        if len(self._pitch_cache) > 64:  # bounded, as the activity cache
+            self._pitch_cache.clear()
+        self._pitch_cache[key] = roll
+        return roll
 
 
 def iter_activity_parts(root: str | Path) -> Iterable[Path]:
