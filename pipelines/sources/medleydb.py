@@ -16,6 +16,11 @@ Dataset card
   ``medleydb/data/Annotations/Activation_Confidence``: point the ``metadata_dir`` and
   ``annotations_dir`` options there (``Annotations`` or ``Annotations/Activation_Confidence``;
   its ``v2/`` and ``original/`` subfolders are tried in ``annotations_versions`` order).
+- Pitch (optional): MedleyDB's monophonic f0 annotations ``Annotations/Pitch/<Id>_STEM_NN.csv``
+  (rows ``time,f0``) are read when ``annotations_dir`` points at ``Annotations`` (its ``Pitch/``
+  subfolder) or at ``Pitch`` itself; note events ``<Id>/<Id>_NOTES/<stem file name>.csv``
+  (``onset,offset,pitch,velocity``, one per stem, as the synthesizer writes them) beside the audio
+  win over f0 for their stem. Stems without either have unknown pitch.
 - Metadata semantics (read directly; the medleydb package is not on PyPI): yes/no fields are the
   strings 'yes'/'no'; a stem's ``instrument`` is a string or a list (primary label first);
   stem numbering (S01, S02, ...) is not always contiguous.
@@ -31,6 +36,7 @@ from typing import Any, ClassVar, Iterator
 
 from iass.pipelines.audio import read_yaml_mapping, safe_join
 from iass.pipelines.sources.base import (
+    PitchSource,
     SourceAdapter,
     SourceStem,
     SourceTrack,
@@ -41,6 +47,8 @@ from iass.pipelines.taxonomy import TaxonomyError
 
 METADATA_SUFFIX = "_METADATA.yaml"
 ACTIVATION_SUFFIX = "_ACTIVATION_CONF.lab"
+NOTES_SUFFIX = "_NOTES"           # <Id>_NOTES/<stem file name>.csv: note events per stem
+PITCH_FILE = re.compile(r"_STEM_(\d+)\.csv$")
 YES_NO_FIELDS = ("excerpt", "has_bleed", "instrumental")
 
 
@@ -48,6 +56,12 @@ def _yes_no(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lower() in ("yes", "no"):
         return value.strip().lower() == "yes"
     return value
+
+
+def glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
 
 
 def _stem_sort_key(stem_id: str) -> tuple:
@@ -122,6 +136,36 @@ class MedleyDBAdapter(SourceAdapter):
             for base in (ann, ann / "Activation_Confidence"):
                 candidates += [base / name] + [base / v / name for v in versions]
         return next((p for p in candidates if p.is_file()), None)
+
+    def _pitch_sources(self, track_dir: Path, native_id: str, stems) -> tuple[PitchSource, ...]:
+        """Per-stem note files beside the audio, else MedleyDB f0 annotations under
+        ``annotations_dir`` (``Pitch/``, its version subfolders, or the folder itself). An f0
+        file of a stem number the metadata lacks is listed too (the build quarantines it)."""
+        out: dict[str, PitchSource] = {}
+        notes_dir = track_dir / f"{native_id}{NOTES_SUFFIX}"
+        for s in stems:
+            p = notes_dir / f"{Path(s.path).stem}.csv"
+            if p.is_file():
+                out[s.stem_id] = PitchSource(p, "notes", s.stem_id)
+        if self.options.get("annotations_dir"):
+            ann = Path(self.options["annotations_dir"])
+            versions = [str(v) for v in (self.options.get("annotations_versions") or [])]
+            by_number = {}
+            for s in stems:
+                m = re.match(r"^[A-Za-z]*(\d+)$", s.stem_id)
+                if m:
+                    by_number[int(m[1])] = s.stem_id
+            for base in (ann / "Pitch", *(ann / "Pitch" / v for v in versions), ann):
+                files = sorted(base.glob(f"{glob_escape(native_id)}_STEM_*.csv")) if base.is_dir() else []
+                for f in files:
+                    m = PITCH_FILE.search(f.name)
+                    if not m or f.name[: m.start()] != native_id:
+                        continue
+                    stem_id = by_number.get(int(m[1]), f"S{int(m[1]):02d}")
+                    out.setdefault(stem_id, PitchSource(f, "f0", stem_id))
+                if files:
+                    break
+        return tuple(out[k] for k in sorted(out, key=_stem_sort_key))
 
     def _mixture(self, root: Path, track_dir: Path, native_id: str, meta: dict):
         """(mixture path or None, warnings). MedleyDB requires its mix; subclasses may sum."""
@@ -198,6 +242,7 @@ class MedleyDBAdapter(SourceAdapter):
             mixture_path=mixture_path,
             split=None,
             activation_conf_path=self._activation_conf(track_dir, native_id),
+            pitch_sources=self._pitch_sources(track_dir, native_id, stems),
             metadata=metadata,
             warnings=tuple(warnings),
         )
