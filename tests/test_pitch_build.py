@@ -253,3 +253,32 @@ def test_bad_pitch_annotations_are_quarantined(tmp_path, case, rows, stem, reaso
     # one line, no absolute path (the rejects are part of the corpus version)
     assert rej["path"] == f"medleydb.annotations_dir:Pitch/Band_Song_STEM_{stem[1:]}.csv"
     assert str(tmp_path) not in rej["reason"]
+
+
+def test_records_of_before_pitch_labels_are_relabelled(trees, tmp_path):
+    """A corpus built before pitch labels existed (records without pitch keys, label keys of
+    then): the fast path does not vouch for its records, a rebuild relabels only (no audio
+    work) and ends at the version of a fresh build."""
+    import json
+
+    from iass.pipelines.build.cache import CachePaths, cached_record, label_key
+
+    out = tmp_path / "corpus"
+    sources = {"synth": trees / "native"}
+    first = plain_build(sources, out)["manifest"]["corpus_version"]
+    cfg = B.config_from_params(PARAMS, sources=sources, out=str(out), progress=False)
+    cache = CachePaths(out)
+    for path in cache.tracks.glob("*.json"):
+        rec = json.loads(path.read_text())
+        for key in ("pitch", "notes_digest", "pitch_hint"):
+            rec.pop(key)
+        rec["label_key"] = label_key(rec["input_digest"], rec["method_hint"], cfg)
+        path.write_text(json.dumps(rec))
+        cache.notes_file(path.stem).unlink()
+    refs, _ = discover_tracks(cfg)
+    assert all(cached_record(r, cfg) is None for r in refs)
+    wavs = {p: p.stat().st_mtime_ns for p in (out / "audio").rglob("*.wav")}
+    res = plain_build(sources, out)
+    assert res["stats"]["relabelled"] == SONGS and res["manifest"]["corpus_version"] == first
+    assert {p: p.stat().st_mtime_ns for p in (out / "audio").rglob("*.wav")} == wavs
+    assert all(cached_record(r, cfg) is not None for r in refs)   # settled again
