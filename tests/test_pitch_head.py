@@ -177,3 +177,25 @@ def _config(params):
     from iass.training.config import resolve_train_params
 
     return resolve_train_params(params, targets=["vocals"])[1]
+
+
+def test_pitch_weight_zero_is_the_network_of_before():
+    """Off (0, the default, or left out): no pitch key in the config (the run identity of before)
+    and no pitch parameters; on: the head is drawn after every other parameter, so those are
+    initialised exactly as without it."""
+    from iass.training.models import ModelSpec
+    from iass.training.presets import resolve_iass
+
+    off = resolve_iass({"preset": "tiny"}, SR, TRAIN_HOP)
+    assert "pitch_weight" not in off and resolve_iass({"preset": "tiny", "pitch_weight": 0}, SR, TRAIN_HOP) == off
+    on = resolve_iass({"preset": "tiny", "pitch_weight": 0.5}, SR, TRAIN_HOP)
+    assert on == {**off, "pitch_weight": 0.5}
+    torch.manual_seed(3)
+    plain = ModelSpec("iass", off, TARGETS).build().state_dict()
+    torch.manual_seed(3)
+    head = ModelSpec("iass", on, TARGETS).build().state_dict()
+    assert set(head) - set(plain) == {"net.pitch.weight", "net.pitch.bias"}
+    assert all(torch.equal(plain[k], head[k]) for k in plain)
+    mag = torch.rand(2, 2, 257, 9)
+    est, logits, pitch_logits = ModelSpec("iass", on, TARGETS).build()(mag)
+    assert tuple(pitch_logits.shape) == (2, 3, 9, 88) and tuple(logits.shape) == (2, 3, 9)
