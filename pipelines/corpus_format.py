@@ -48,6 +48,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from iass.pipelines.corpus_pitch import PitchReader
+
 FORMAT_VERSION = 1
 SAMPLE_RATE = 44100
 CHANNELS = 2
@@ -247,7 +249,7 @@ class CorpusLayout:
 
 
 # -------------------------------------------------------------------------------------- reader
-class Corpus:
+class Corpus(PitchReader):
     """Read-only view of a built corpus. Tables are small and loaded once; audio and activity
     are read lazily per track (partial WAV reads), so memory does not grow with the corpus."""
 
@@ -270,7 +272,7 @@ class Corpus:
             raise ValueError(f"{self.layout.manifest}: snapshot {snap!r} must be inside the corpus")
         self.tables = CorpusLayout(self.root / snap) if snap else self.layout
         self._activity_cache: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-        self._pitch_cache: dict[tuple[str, str], np.ndarray | None] = {}
+        self._notes_cache: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
 
     # tables -----------------------------------------------------------------------------
     @property
@@ -456,75 +458,6 @@ class Corpus:
         row = self.track(track_id)
         return (pl.scan_parquet(self.tables.activity_part(row["shard"]))
                 .filter(pl.col("track_id") == track_id).collect())
-
-
-    # pitch ------------------------------------------------------------------------------
-    @cached_property
-    def pitch_known(self) -> dict[str, frozenset[str]]:
-        """track_id -> the instruments whose pitch is known (rows of ``pitch.parquet``; empty
-        when the corpus has no pitch labels at all)."""
-        import pyarrow.parquet as pq
-
-        if not self.tables.pitch.exists():
-            return {}
-        t = pq.read_table(self.tables.pitch, columns=["track_id", "instrument"])
-        out: dict[str, set[str]] = {}
-        for tid, inst in zip(t.column("track_id").to_pylist(), t.column("instrument").to_pylist()):
-            out.setdefault(tid, set()).add(inst)
-        return {tid: frozenset(v) for tid, v in out.items()}
-
-    @property
-    def has_pitch(self) -> bool:
-        """Whether any track of this version has pitch labels."""
-        return bool(self.pitch_known)
-
-    def read_notes(self, track_id: str):
-        """The track's note events (pyarrow Table, NOTES_SCHEMA; empty when it has none)."""
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        path = self.tables.notes_part(self.track(track_id)["shard"])
-        if track_id not in self.pitch_known or not path.exists():
-            return NOTES_SCHEMA.empty_table()
-        return pq.read_table(path, filters=pc.field("track_id") == track_id)
-
-    def pitch_target_known(self, track_id: str, target: str) -> bool:
-        """Whether :meth:`read_pitch` knows ``target``'s roll in this track: a pitched target
-        whose audio the corpus separates, and every instrument of the track under it (those with
-        stems) has known pitch. A track without any pitch row knows none."""
-        known = self.pitch_known.get(track_id)
-        if not known or is_unpitched(self.taxonomy, target) or not self.target_known(track_id, target):
-            return False
-        return all(i in known for i in self.target_instruments(track_id, target))
-
-    def read_pitch(self, track_id: str, target: str) -> np.ndarray | None:
-        """THE pitch contract (evaluation and the loader read through it): the piano roll of
-        ``target`` (any taxonomy node: the union of its instruments' notes) over the whole track,
-        ``(num_frames, NUM_KEYS)`` bool, column ``k`` = MIDI pitch ``PITCH_MIN + k`` (21..108),
-        frames as the activity labels (``num_frames = num_samples // hop + 1``, frame ``t``
-        centred on sample ``t * hop``; a note marks every frame whose cell it overlaps). All
-        False where the target is silent (known: no note). ``None`` where pitch is unknown: no
-        pitch labels for the track (real corpora), an unpitched target (drums), a target the
-        corpus does not separate, or an instrument under it without labels
-        (:meth:`pitch_target_known`). Do not modify the returned array (cached)."""
-        key = (track_id, target)
-        if key in self._pitch_cache:
-            return self._pitch_cache[key]
-        roll = None
-        if self.pitch_target_known(track_id, target):
-            row = self.track(track_id)
-            notes = self.read_notes(track_id)
-            insts = set(self.target_instruments(track_id, target))
-            mask = np.array([i in insts for i in notes.column("instrument").to_pylist()], dtype=bool)
-            roll = notes_to_roll(notes.column("onset_s").to_numpy()[mask],
-                                 notes.column("offset_s").to_numpy()[mask],
-                                 notes.column("pitch").to_numpy()[mask],
-                                 int(row["num_frames"]), self.hop, int(row["sample_rate"]))
-            roll.setflags(write=False)
-        if len(self._pitch_cache) > 64:  # bounded, as the activity cache
-            self._pitch_cache.clear()
-        self._pitch_cache[key] = roll
-        return roll
 
 
 def iter_activity_parts(root: str | Path) -> Iterable[Path]:

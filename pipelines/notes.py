@@ -44,13 +44,17 @@ F0_HOP_S = 256 / 44100
 Note = tuple  # (onset_s, offset_s, pitch, velocity | None)
 
 
-def _num(value: str, path: Path, line: int, what: str, cast=float):
+def _num(value: str, path: Path, line: int, what: str, integer: bool = False):
     try:
-        x = cast(float(value)) if cast is int else float(value)
+        x = float(value)
     except (TypeError, ValueError):
         raise TrackError(path, f"line {line}: non-numeric {what} {str(value).strip()[:20]!r}") from None
-    if isinstance(x, float) and not math.isfinite(x):
-        raise TrackError(path, f"line {line}: non-finite {what} {value!r}")
+    if not math.isfinite(x):
+        raise TrackError(path, f"line {line}: non-finite {what} {str(value).strip()!r}")
+    if integer:
+        if x != int(x):
+            raise TrackError(path, f"line {line}: {what} {str(value).strip()!r} is not a whole number")
+        return int(x)
     return x
 
 
@@ -80,8 +84,8 @@ def read_note_events(path: str | Path) -> dict[str | None, list[Note]]:
             raise TrackError(path, f"line {line}: {len(r)} fields, the header has {len(header)}")
         on = _num(r[col["onset"]], path, line, "onset")
         off = _num(r[col["offset"]], path, line, "offset")
-        pitch = _num(r[col["pitch"]], path, line, "pitch", int)
-        vel = _num(r[col["velocity"]], path, line, "velocity", int) if "velocity" in col else None
+        pitch = _num(r[col["pitch"]], path, line, "pitch", integer=True)
+        vel = _num(r[col["velocity"]], path, line, "velocity", integer=True) if "velocity" in col else None
         out.setdefault(None if key is None else r[key].strip(), []).append((on, off, pitch, vel))
     return out
 
@@ -121,6 +125,8 @@ def read_f0(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             raise TrackError(path, f"line {line}: expected time,f0")
         times.append(_num(r[0], path, line, "time"))
         f0.append(_num(r[1], path, line, "f0"))
+        if len(times) > 1 and times[-1] <= times[-2]:
+            raise TrackError(path, f"line {line}: time {times[-1]} does not increase")
     return np.asarray(times, dtype=np.float64), np.asarray(f0, dtype=np.float64)
 
 
@@ -168,7 +174,7 @@ def track_pitch(track: SourceTrack, track_id: str, source_stems: Mapping[str, Se
             method_of[stem] = "medleydb_f0" if src.kind == "f0" else "notes"
     pitch_rows, cols = [], {c: [] for c in ("onset_s", "offset_s", "pitch", "velocity", "instrument")}
     for inst in sorted(source_stems):
-        stems = [s for s in source_stems[inst] if s in stem_ids] or [inst]
+        stems = list(source_stems[inst])
         if cf.is_unpitched(taxonomy, inst) or not all(s in method_of for s in stems):
             continue
         notes = sorted(n for s in stems for n in by_stem.get(s, []))

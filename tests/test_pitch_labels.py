@@ -79,6 +79,20 @@ def test_read_pitch_of_a_track_with_notes(corpora):
     assert keys[:, midi_of("piano") - cf.PITCH_MIN].any() and keys[:, midi_of("organ") - cf.PITCH_MIN].any()
 
 
+def test_a_window_of_the_roll_is_that_slice_of_the_whole(corpora):
+    root, _, truth = corpora
+    c = cf.Corpus(root)
+    tid = next(t for t, tr in truth.items() if tr.native_id == "song03")
+    whole = c.read_pitch(tid, "keys")
+    n = len(whole)
+    for start, frames in ((0, 10), (37, 100), (n - 5, 40), (n + 3, 4), (1, n - 1)):
+        want = np.zeros((frames, cf.NUM_KEYS), bool)
+        part = whole[start:start + frames]
+        want[: len(part)] = part
+        np.testing.assert_array_equal(c.read_pitch(tid, "keys", start, frames), want, err_msg=str(start))
+    assert c.read_pitch(tid, "drums", 0, 10) is None
+
+
 def test_unknown_pitch_is_none_never_silence(corpora):
     root, without, truth = corpora
     c = cf.Corpus(root)

@@ -266,13 +266,10 @@ class _CorpusDataset(Dataset):
     def _pitch_slot(self, track_id: str, target: str, start_frame: int) -> np.ndarray:
         """(T, 88) float32 roll of ``target`` in a track from ``start_frame``; NaN if unknown."""
         cfg = self.cfg
-        roll = self.corpus.read_pitch(track_id, target)
+        roll = self.corpus.read_pitch(track_id, target, start_frame, cfg.num_frames)
         if roll is None:
             return np.full((cfg.num_frames, NUM_KEYS), np.nan, dtype=np.float32)
-        out = np.zeros((cfg.num_frames, NUM_KEYS), dtype=np.float32)
-        part = roll[start_frame:start_frame + cfg.num_frames]
-        out[: len(part)] = part
-        return out
+        return roll.astype(np.float32)
 
     def _augment(self, audio: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
         """Open-Unmix's source augmentations: a random gain, then a channel swap with p = 0.5."""
