@@ -30,6 +30,7 @@ Label map, layout options, unannotated labels: ``datasets/sources/medleydb.yaml`
 """
 from __future__ import annotations
 
+import glob
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
@@ -56,12 +57,6 @@ def _yes_no(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lower() in ("yes", "no"):
         return value.strip().lower() == "yes"
     return value
-
-
-def glob_escape(text: str) -> str:
-    import glob
-
-    return glob.escape(text)
 
 
 def _stem_sort_key(stem_id: str) -> tuple:
@@ -137,7 +132,8 @@ class MedleyDBAdapter(SourceAdapter):
                 candidates += [base / name] + [base / v / name for v in versions]
         return next((p for p in candidates if p.is_file()), None)
 
-    def _pitch_sources(self, track_dir: Path, native_id: str, stems) -> tuple[PitchSource, ...]:
+    def _pitch_sources(self, root: Path, track_dir: Path, native_id: str,
+                       stems) -> tuple[PitchSource, ...]:
         """Per-stem note files beside the audio, else MedleyDB f0 annotations under
         ``annotations_dir`` (``Pitch/``, its version subfolders, or the folder itself). An f0
         file of a stem number the metadata lacks is listed too (the build quarantines it)."""
@@ -146,6 +142,7 @@ class MedleyDBAdapter(SourceAdapter):
         for s in stems:
             p = notes_dir / f"{Path(s.path).stem}.csv"
             if p.is_file():
+                p = safe_join(root, notes_dir, p.name, native_id=native_id)  # a link must not lead out
                 out[s.stem_id] = PitchSource(p, "notes", s.stem_id)
         if self.options.get("annotations_dir"):
             ann = Path(self.options["annotations_dir"])
@@ -156,7 +153,7 @@ class MedleyDBAdapter(SourceAdapter):
                 if m:
                     by_number[int(m[1])] = s.stem_id
             for base in (ann / "Pitch", *(ann / "Pitch" / v for v in versions), ann):
-                files = sorted(base.glob(f"{glob_escape(native_id)}_STEM_*.csv")) if base.is_dir() else []
+                files = sorted(base.glob(f"{glob.escape(native_id)}_STEM_*.csv")) if base.is_dir() else []
                 for f in files:
                     m = PITCH_FILE.search(f.name)
                     if not m or f.name[: m.start()] != native_id:
@@ -242,7 +239,7 @@ class MedleyDBAdapter(SourceAdapter):
             mixture_path=mixture_path,
             split=None,
             activation_conf_path=self._activation_conf(track_dir, native_id),
-            pitch_sources=self._pitch_sources(track_dir, native_id, stems),
+            pitch_sources=self._pitch_sources(root, track_dir, native_id, stems),
             metadata=metadata,
             warnings=tuple(warnings),
         )

@@ -144,7 +144,10 @@ class MUSDBAdapter(SourceAdapter):
             mixture_path, mixture_stream = location, int(self.mixture_spec["stream"])
         notes = (location / NOTES_FILE if kind == "hq"
                  else location.with_name(native_id + NOTES_SUFFIX))
-        pitch_sources = (PitchSource(notes, "notes"),) if notes.is_file() else ()
+        pitch_sources = ()
+        if notes.is_file():  # (safe_join: a link must not lead out of the root)
+            notes = safe_join(root, notes.parent, notes.name, native_id=native_id)
+            pitch_sources = (PitchSource(notes, "notes"),)
         split = ref.extra.get("split")
         if split is None and "split" not in ref.extra:
             parent = location.parent.name
