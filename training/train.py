@@ -437,9 +437,10 @@ class Trainer:
             self.best = {"loss": valid["valid_loss"], "epoch": epoch, "step": step}
         self.epoch_sums = self._zero_sums()
         if d.main:
-            log.info("%s epoch %d step %d: train %.5g valid %.5g (mse %.5g bce %.4g) lr %.3g%s [%.1f s]",
+            pitch = f" pitch {row['valid_pitch']:.4g}" if "valid_pitch" in row else ""
+            log.info("%s epoch %d step %d: train %.5g valid %.5g (mse %.5g bce %.4g%s) lr %.3g%s [%.1f s]",
                      self.kind, epoch, step, row["train_loss"], row["valid_loss"], row["valid_mse"],
-                     row["valid_bce"], row["lr"], " best" if improved else "", row["epoch_seconds"])
+                     row["valid_bce"], pitch, row["lr"], " best" if improved else "", row["epoch_seconds"])
             self._checkpoint(improved, stop)
         barrier(d)
         if stop and d.main:
