@@ -177,7 +177,7 @@ def track_pitch(track: SourceTrack, track_id: str, source_stems: Mapping[str, Se
         stems = list(source_stems[inst])
         if cf.is_unpitched(taxonomy, inst) or not all(s in method_of for s in stems):
             continue
-        notes = sorted(n for s in stems for n in by_stem.get(s, []))
+        notes = sorted((n for s in stems for n in by_stem.get(s, [])), key=lambda n: n[:3])
         methods = sorted({method_of[s] for s in stems})
         pitch_rows.append({"track_id": track_id, "instrument": inst, "method": "+".join(methods),
                            "num_notes": len(notes)})
@@ -201,7 +201,9 @@ def _read_source(src: PitchSource, duration: float) -> dict[str | None, list[Not
         if len(times) and times.max() > duration + END_TOLERANCE_S:  # unvoiced rows too
             raise TrackError(src.path, f"pitch annotation runs past the audio ({times.max():.3f} s > "
                                        f"{duration:.3f} s)")
-        return {src.stem_id: f0_notes(times, f0)}
+        # a last row within the tolerance keeps its note inside it too
+        limit = duration + END_TOLERANCE_S
+        return {src.stem_id: [(on, min(off, limit), p, v) for on, off, p, v in f0_notes(times, f0)]}
     if src.kind != "notes":
         raise TrackError(src.path, f"unknown pitch annotation kind {src.kind!r}")
     events = read_note_events(src.path)

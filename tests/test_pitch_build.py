@@ -282,3 +282,15 @@ def test_records_of_before_pitch_labels_are_relabelled(trees, tmp_path):
     assert res["stats"]["relabelled"] == SONGS and res["manifest"]["corpus_version"] == first
     assert {p: p.stat().st_mtime_ns for p in (out / "audio").rglob("*.wav")} == wavs
     assert all(cached_record(r, cfg) is not None for r in refs)   # settled again
+
+
+def test_f0_rows_to_notes_by_hand():
+    """f0_notes on a hand-made series (hop 0.01 s): 440, 440, 445 Hz (all MIDI 69) are one note,
+    a 0 Hz row ends it, 880 Hz (81) after it, then a skipped row (a gap) splits two 220 Hz (57)."""
+    from iass.pipelines.notes import f0_notes
+
+    t = np.array([0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07])
+    f = np.array([440.0, 440.0, 445.0, 0.0, 880.0, 220.0, 220.0])
+    got = [(round(a, 6), round(b, 6), p, v) for a, b, p, v in f0_notes(t, f)]
+    assert got == [(0.0, 0.025, 69, None), (0.035, 0.045, 81, None), (0.045, 0.055, 57, None),
+                   (0.065, 0.075, 57, None)]
