@@ -260,4 +260,7 @@ def corpus_info(root: str | Path) -> dict:
         "by_source_split": [dict(r) for r in by.iter_rows(named=True)],
         "instruments": inst, "unknown_in_tracks": unknown,
         "duplicates": len(m.get("duplicates", [])),
+        # instrument -> tracks where its pitch is known (empty: no pitch labels)
+        "pitch": {i: sum(i in v for v in corpus.pitch_known.values())
+                  for i in sorted({i for v in corpus.pitch_known.values() for i in v})},
     }

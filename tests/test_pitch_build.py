@@ -16,7 +16,7 @@ from iass.pipelines import build as B
 from iass.pipelines import corpus_format as cf
 from iass.pipelines.activity import intervals_to_frames
 from iass.pipelines.build.plan import discover_tracks, finish, split_results
-from iass.pipelines.corpus_check import validate_corpus
+from iass.pipelines.corpus_check import corpus_info, validate_corpus
 from iass.pipelines.notes import track_pitch
 from iass.pipelines.sources.base import get_adapter
 from iass.pipelines.synth import layouts
@@ -108,6 +108,8 @@ def test_build_with_pitch_labels(trees, tmp_path):
     assert res["stats"]["rejected"] == 0
     c = cf.Corpus(out)
     assert c.has_pitch and res["manifest"]["counts"]["pitch_tracks"] == 2 * SONGS
+    singing = sum("lead_vocals" in {p.instrument for p in song.parts} for song in _songs().values())
+    assert corpus_info(out)["pitch"].get("lead_vocals", 0) == 2 * singing
     assert validate_corpus(out, progress=False) == []
     by_title: dict[str, dict[str, str]] = {}
     for tid in c.track_ids():
@@ -161,6 +163,7 @@ def test_a_corpus_without_notes_keeps_its_version(tmp_path):
     c = cf.Corpus(out)
     assert not c.has_pitch and not (out / "pitch.parquet").exists() and not (out / "notes").exists()
     assert "pitch_tracks" not in res["manifest"]["counts"]
+    assert corpus_info(out)["pitch"] == {}
     assert c.version == _pre_pitch_version(out)
     assert validate_corpus(out, progress=False) == []
     assert all(c.read_pitch(t, "vocals") is None for t in c.track_ids())
