@@ -42,7 +42,6 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from iass.errors import ConfigError, CorpusError
-from iass.pipelines.corpus_format import NUM_KEYS
 from iass.training.config import TARGET_OFFSETS, TARGET_TRACKS, TrainConfig  # noqa: F401 (re-exported)
 
 CHANNELS = 2
@@ -236,7 +235,7 @@ class _CorpusDataset(Dataset):
         targets = np.zeros((k_targets, CHANNELS, cfg.chunk_samples), dtype=np.float32)
         activity = np.zeros((k_targets, cfg.num_frames), dtype=np.float32)
         known = np.ones(k_targets, dtype=bool)
-        pitch = np.full((k_targets, cfg.num_frames, NUM_KEYS), np.nan, dtype=np.float32) \
+        pitch = np.full((k_targets, cfg.num_frames, _num_keys()), np.nan, dtype=np.float32) \
             if cfg.pitch else None
         for k, (target, (tid, start)) in enumerate(zip(cfg.targets, slots[:-1])):
             if target in info[tid].unknown_targets:  # only without track mixing
@@ -268,7 +267,7 @@ class _CorpusDataset(Dataset):
         cfg = self.cfg
         roll = self.corpus.read_pitch(track_id, target, start_frame, cfg.num_frames)
         if roll is None:
-            return np.full((cfg.num_frames, NUM_KEYS), np.nan, dtype=np.float32)
+            return np.full((cfg.num_frames, _num_keys()), np.nan, dtype=np.float32)
         return roll.astype(np.float32)
 
     def _augment(self, audio: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
@@ -280,6 +279,14 @@ class _CorpusDataset(Dataset):
         if self.cfg.channel_swap and rng.random() < 0.5:
             audio = audio[:, ::-1]
         return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _num_keys() -> int:
+    """The piano roll's keys (88), from the corpus format (imported when first needed: importing
+    this module stays free of pyarrow)."""
+    from iass.pipelines.corpus_format import NUM_KEYS
+
+    return NUM_KEYS
 
 
 def _frames(labels: np.ndarray, start: int, n: int) -> np.ndarray:
