@@ -297,3 +297,28 @@ def test_f0_rows_to_notes_by_hand():
     got = [(round(a, 6), round(b, 6), p, v) for a, b, p, v in f0_notes(t, f)]
     assert got == [(0.0, 0.025, 69, None), (0.035, 0.045, 81, None), (0.045, 0.055, 57, None),
                    (0.065, 0.075, 57, None)]
+
+
+def test_real_medleydb_metadata_and_pitch_file_format(tmp_path, shared_data):
+    """MedleyDB's real metadata of MusicDelta_Punk with a pitch file in the release's format
+    (``Annotations/Pitch/MusicDelta_Punk_STEM_04.csv``: ``time,f0`` rows, 9 decimals, voiced rows
+    only, no header): the male singer (S04) gets frame pitch labels, the other stems unknown."""
+    from source_fixtures import build_from_real_metadata
+
+    root = tmp_path / "medleydb"
+    build_from_real_metadata([shared_data / "medleydb/metadata/MusicDelta_Punk_METADATA.yaml"], root,
+                             seconds=1.0)
+    ann = tmp_path / "Annotations" / "Pitch"
+    ann.mkdir(parents=True)
+    rows = [f"{k * F0_HOP:.9f},{f:g}" for k, f in
+            [(k, 433.753) for k in range(30, 60)] + [(k, 586.3) for k in range(80, 120)]]
+    (ann / "MusicDelta_Punk_STEM_04.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "corpus"
+    res = plain_build({"medleydb": {"path": str(root), "annotations_dir": str(tmp_path / "Annotations")}}, out)
+    assert res["stats"]["rejected"] == 0
+    c = cf.Corpus(out)
+    tid = c.track_ids()[0]
+    roll = c.read_pitch(tid, "vocals")
+    np.testing.assert_array_equal(roll, expected_f0_roll(rows, c.track(tid)["num_frames"], c.hop))
+    assert set(np.flatnonzero(roll.any(0)) + cf.PITCH_MIN) == {69, 74}   # 433.8 Hz -> A4, 586.3 Hz -> D5
+    assert c.read_pitch(tid, "bass") is None and c.read_pitch(tid, "electric_guitar") is None
