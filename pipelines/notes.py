@@ -165,8 +165,8 @@ def track_pitch(track: SourceTrack, track_id: str, source_stems: Mapping[str, Se
         for key, notes in events.items():
             stem = src.stem_id if src.stem_id is not None else key
             if stem not in stem_ids:
-                raise TrackError(src.path, f"pitch annotation for stem {stem!r}, which the metadata "
-                                           f"does not have (stems: {', '.join(sorted(stem_ids))})")
+                raise TrackError(src.path, f"pitch annotation for stem {stem!r}, not a stem of the "
+                                           f"track's metadata (stems: {', '.join(sorted(stem_ids))})")
             _check_notes(src.path, notes, duration)
             by_stem.setdefault(stem, []).extend(notes)
         covered = stem_ids if src.stem_id is None else {src.stem_id}

@@ -240,7 +240,7 @@ def test_medleydb_f0_annotations_become_frame_pitch_labels(tmp_path):
 @pytest.mark.parametrize("case, rows, stem, reason", [
     ("past the audio", [f"{t:.6f},440.0" for t in (0.5, 1.0, 2.5)], "S02", "runs past the audio"),
     ("non-numeric f0", ["0.5,440.0", "0.51,abc"], "S02", "line 2: non-numeric f0 'abc'"),
-    ("unknown stem", ["0.5,440.0"], "S07", "stem 'S07', which the metadata does not have"),
+    ("unknown stem", ["0.5,440.0"], "S07", "stem 'S07', not a stem of the track's metadata"),
 ])
 def test_bad_pitch_annotations_are_quarantined(tmp_path, case, rows, stem, reason):
     out = tmp_path / "corpus"
@@ -322,3 +322,31 @@ def test_real_medleydb_metadata_and_pitch_file_format(tmp_path, shared_data):
     np.testing.assert_array_equal(roll, expected_f0_roll(rows, c.track(tid)["num_frames"], c.hop))
     assert set(np.flatnonzero(roll.any(0)) + cf.PITCH_MIN) == {69, 74}   # 433.8 Hz -> A4, 586.3 Hz -> D5
     assert c.read_pitch(tid, "bass") is None and c.read_pitch(tid, "electric_guitar") is None
+
+
+def test_musdb_sidecar_read_and_checked(tmp_path):
+    """The MUSDB sidecar: notes of the vocals become the vocals' roll, drums none, and a row for a
+    stem MUSDB does not have quarantines the track."""
+    from corpus_fixtures import musdb_track
+
+    d, root = 2.0, tmp_path / "musdb"
+    stems = {k: burst(d, [(0.0, d)], f, seed=i) for i, (k, f) in
+             enumerate((("vocals", 440.0), ("drums", 100.0), ("bass", 55.0), ("other", 330.0)))}
+    good = musdb_track(root, "train", "A - Good", stems)
+    (good / "notes.csv").write_text("stem,onset,offset,pitch,velocity\nvocals,0.5,1.0,69,90\n"
+                                    "drums,0.0,0.1,36,100\nbass,1.0,1.5,33,80\n")
+    bad = musdb_track(root, "train", "B - Bad", stems)
+    (bad / "notes.csv").write_text("stem,onset,offset,pitch,velocity\npiano,0.5,1.0,60,90\n")
+    out = tmp_path / "corpus"
+    res = plain_build({"musdb": root}, out)
+    assert res["stats"]["rejected"] == 1
+    rej = pq.read_table(out / "rejects.parquet").to_pylist()[0]
+    assert rej["native_id"] == "B - Bad" and "stem 'piano', not a stem" in rej["reason"]
+    c = cf.Corpus(out)
+    tid = c.track_ids()[0]
+    n = c.track(tid)["num_frames"]
+    roll = c.read_pitch(tid, "vocals")
+    np.testing.assert_array_equal(roll[:, 69 - cf.PITCH_MIN], intervals_to_frames([(0.5, 1.0)], n, c.hop, SR))
+    assert roll.sum() == roll[:, 69 - cf.PITCH_MIN].sum()
+    assert c.read_pitch(tid, "drums") is None and c.read_pitch(tid, "piano") is None
+    assert c.read_pitch(tid, "other") is not None and not c.read_pitch(tid, "other").any()
