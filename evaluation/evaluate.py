@@ -15,7 +15,9 @@ so it cannot see what activity weighting is for; PES and EPS (Schulze-Forster et
 exactly those windows: the estimate's energy where the target is silent (leakage) and the
 target's energy where the estimate is silent (what muting lost). Activity (IASS runs):
 frame-level precision, recall and F1 of the decision actually applied (threshold + median filter) and ROC-AUC of the probability, against the
-corpus labels, skipping unknown frames.
+corpus labels, skipping unknown frames. Multi-pitch (IASS runs with a pitch head, on the tracks
+whose pitch the corpus knows): ``mir_eval.multipitch`` precision / recall / accuracy / F-measure
+(:mod:`iass.evaluation.pitch`).
 
 Tracks are scored in parallel worker processes; everything is read through
 :class:`iass.pipelines.corpus_format.Corpus`.
@@ -56,6 +58,7 @@ class RunSpec:
     kind: str = ""           # iass | umx | other
     targets: tuple[str, ...] = ()
     has_activity: bool = False
+    has_pitch: bool = False  # an IASS run with a pitch head (scored by mir_eval.multipitch)
     sample_rate: int = 44100
     hop: int = 1024
     thresholds: tuple[float, ...] | None = None   # per target, tuned on a held-out split
@@ -128,7 +131,7 @@ def describe_runs(sources: list, device: str = "cpu", checkpoint: str = "best") 
         kind = _kind(sep)
         base = {"iass": "IASS", "umx": "Open-Unmix"}.get(kind, str(sep.name))
         specs.append(RunSpec(source, base, kind, tuple(sep.targets), bool(sep.has_activity),
-                             int(sep.sample_rate), int(sep.hop)))
+                             bool(getattr(sep, "has_pitch", False)), int(sep.sample_rate), int(sep.hop)))
     return specs
 
 
@@ -179,6 +182,7 @@ class _Track:
     scored: list[str]                # known targets that sound somewhere (BSS Eval)
     references: dict[str, np.ndarray]
     truth_of: dict[str, np.ndarray]  # activity labels per target (NaN: unknown)
+    pitch_of: dict[str, np.ndarray] = field(default_factory=dict)  # known piano rolls (T, 88)
 
 
 def _read_track(corpus, track_id: str, runs: list[RunSpec], targets: list[str]) -> _Track:
@@ -189,20 +193,27 @@ def _read_track(corpus, track_id: str, runs: list[RunSpec], targets: list[str]) 
     references = {t: corpus.read_target(track_id, t) for t in known}
     # BSS metrics need the target to sound somewhere; PES/EPS are scored on every known target
     # (a track without the target is where leakage and muting matter most)
+    pitch_of = {}
+    if any(getattr(r, "has_pitch", False) for r in runs):   # only a run with a pitch head needs them
+        from iass.evaluation.pitch import track_pitch
+
+        pitch_of = track_pitch(corpus, track_id, targets)
     return _Track(track_id, {"track_id": track_id, "source": row["source"]},
                   int(row["sample_rate"]), int(corpus.hop), corpus.read_mixture(track_id), known,
                   [t for t in known if np.any(references[t] != 0)], references,
-                  dict(zip(names, corpus.read_activity(track_id, names))))
+                  dict(zip(names, corpus.read_activity(track_id, names))), pitch_of)
 
 
 def _separate_runs(track: _Track, runs: list[RunSpec], methods: list[Method],
-                   config: EvaluateConfig) -> tuple[dict, dict]:
+                   config: EvaluateConfig) -> tuple[dict, dict, dict]:
     """Every run's estimates ({method label: {target: (n, 2)}}, one pass of each network for all
-    its weightings) and the activity of the runs that have it ({run: {target: (prob, dec, hop)}})."""
+    its weightings), the activity of the runs that have it ({run: {target: (prob, dec, hop)}})
+    and the pitch of the runs with a pitch head ({run: {target: (prob (T, 88), hop)}})."""
     from iass.evaluation.separate import separate_variants
 
     estimates: dict[str, dict[str, np.ndarray]] = {}
     activity: dict[str, dict] = {}
+    pitch: dict[str, dict] = {}
     by_run: dict[int, list[Method]] = {}
     for m in methods:
         if m.run_index is not None:
@@ -227,7 +238,9 @@ def _separate_runs(track: _Track, runs: list[RunSpec], methods: list[Method],
         if first.probability is not None:
             activity[ms[0].run] = {t: (first.probability[k], first.decision[k], int(sep.hop))
                                    for k, t in enumerate(first.targets)}
-    return estimates, activity
+        if first.pitch is not None:
+            pitch[ms[0].run] = {t: (first.pitch[k], int(sep.hop)) for k, t in enumerate(first.targets)}
+    return estimates, activity, pitch
 
 
 def _reference_estimates(track: _Track, config: EvaluateConfig) -> dict:
@@ -323,7 +336,7 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
     from iass.pipelines.corpus_format import Corpus
 
     track = _read_track(Corpus(corpus_root), track_id, runs, targets)
-    estimates, activity = _separate_runs(track, runs, methods, config)
+    estimates, activity, pitch = _separate_runs(track, runs, methods, config)
     estimates.update(_reference_estimates(track, config))
     if config.html_assets:   # HTML report hook: save the excerpt while the estimates exist
         from iass.evaluation.html_report import capture_track
@@ -331,8 +344,13 @@ def score_track(corpus_root: str, track_id: str, runs: list[RunSpec], methods: l
         capture_track(config.html_assets, track, estimates, activity, runs, methods, config)
     rows = _bss_rows(track, estimates, methods, config)
     activity_rows, frames = _activity_rows(track, activity, methods, targets)
-    return {"track_id": track_id, "rows": rows + activity_rows, "frames": frames,
-            "scored_targets": track.scored}
+    pitch_rows, pitch_counts = [], {}
+    if pitch:
+        from iass.evaluation.pitch import pitch_rows as score_pitch
+
+        pitch_rows, pitch_counts = score_pitch(track, pitch, methods, targets, _activity_label)
+    return {"track_id": track_id, "rows": rows + activity_rows + pitch_rows, "frames": frames,
+            "pitch_counts": pitch_counts, "scored_targets": track.scored}
 
 
 def _activity_label(method_label: str) -> str:

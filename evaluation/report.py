@@ -12,6 +12,9 @@
   MUSDB18): per target, box plots over tracks of SDR / SIR / SAR / ISR, Open-Unmix beside IASS,
   one panel per metric; ``fig4`` (Fig. 4, per instrument): median SDR over tracks of Open-Unmix,
   IASS, IBM and input-SDR as grouped bars. ``summary.md`` opens with its medians as a table.
+- multi-pitch (runs with a pitch head): per-track rows ``pitch_precision`` ... ``pitch_f`` in
+  ``results.parquet``, pooled scores in summary.md and metrics.json ``pitch``
+  (:mod:`iass.evaluation.pitch`).
 - ``metrics.json``: median SDR / SIR / SAR / PES / EPS (and SDR_partial / SDR_active) per target and method plus activity
   F1 / AUC, for ``dvc metrics``; keys are slugs (``iass_weighted``, ``open_unmix``, ``ibm``, ``input_sdr``).
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from iass.errors import ConfigError
+from iass.evaluation.pitch import pitch_metrics, pitch_section, pooled_pitch
 from iass.io import atomic_path, atomic_write_json, atomic_write_parquet, atomic_write_text
 
 SUMMARY = "summary.md"
@@ -132,10 +136,16 @@ def write_report(out_dir, results: list[dict], methods: list, targets: list[str]
     lines += _metric_sections(df, tables, methods, targets)
     lines += window_class_section(df, methods, targets)
     lines += _activity_section(activity, targets)
+    pitch = pooled_pitch(results)             # runs with a pitch head: mir_eval.multipitch
+    lines += pitch_section(pitch, targets, _fmt)
     atomic_write_text(out_dir / SUMMARY, "\n".join(lines))
     plot_sdr(df, methods, targets, out_dir / BOXPLOT)
     plot_figure(df, fig_methods, targets, out_dir / FIGURE, figure)
     metrics = _metrics_json(df, tables, activity, methods, targets, runs)
+    if pitch:
+        from iass.evaluation.evaluate import slug
+
+        metrics["pitch"] = pitch_metrics(pitch, slug)
     metrics["tracks"] = len(results)
     atomic_write_json(out_dir / METRICS, metrics)
     return metrics

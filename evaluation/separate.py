@@ -22,6 +22,11 @@ them):
 Activity weighting (Hung & Lerch 2020): ``hard`` = sigmoid -> >= threshold -> median filter of
 ``median_frames`` frames along time -> the mask multiplied per frame by the 0/1 decision;
 ``soft`` = the mask multiplied by the probability; ``none`` = the mask as is.
+
+Multi-pitch: a separator with ``has_pitch`` (an IASS run trained with a pitch head) also gives
+each frame's key probabilities from the same pass; they come out per chunk (``pitch``, (K, b - a,
+88)), in :attr:`Separation.pitch`, and ``separate_file`` writes them as one MIDI file per target
+(:mod:`iass.evaluation.pitch`).
 """
 from __future__ import annotations
 
@@ -102,6 +107,7 @@ class Separation:
     probability: np.ndarray | None = None
     decision: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+    pitch: np.ndarray | None = None        # (K, T, 88) key probabilities (a pitch head), or None
 
 
 # ------------------------------------------------------------------------- activity weighting
@@ -196,14 +202,26 @@ def _chunk_frames(separator, config: SeparationConfig, n_frames: int) -> int:
 
 
 def _masks(separator, mag):
+    mask, logits, _ = _outputs(separator, mag)
+    return mask, logits
+
+
+def _outputs(separator, mag):
+    """mask (torch, CPU), activity logits and pitch probabilities (K, T, 88) (numpy, or None)."""
     import torch
 
     device = getattr(separator, "device", None) or "cpu"
+    pitch = None
     with torch.inference_mode():
-        mask, logits = separator.masks(mag.to(device))
+        if getattr(separator, "has_pitch", False):
+            mask, logits, pitch = separator.outputs(mag.to(device))
+        else:
+            mask, logits = separator.masks(mag.to(device))
     mask = mask.detach().to("cpu", torch.float32)
     logits = None if logits is None else logits.detach().to("cpu", torch.float32).numpy()
-    return mask, logits
+    if pitch is not None:
+        pitch = sigmoid(pitch.detach().to("cpu", torch.float32).numpy()).astype(np.float32)
+    return mask, logits, pitch
 
 
 def _oracle_gates(weightings: tuple[str, ...], oracle: np.ndarray | None) -> np.ndarray | None:
@@ -219,15 +237,18 @@ def _oracle_gates(weightings: tuple[str, ...], oracle: np.ndarray | None) -> np.
 
 
 def _chunk_masks(read, n_samples: int, separator, window, lo: int, hi: int, a: int, b: int):
-    """The mask (K, C, F, b - a) and mixture STFT (C, F, b - a) of frames [a, b), and the
-    activity logits of the frames [lo, hi) the model saw (or None)."""
+    """The mask (K, C, F, b - a) and mixture STFT (C, F, b - a) of frames [a, b), the
+    activity logits of the frames [lo, hi) the model saw (or None) and the pitch probabilities
+    (K, b - a, 88) of frames [a, b) (or None)."""
     n_fft, hop = int(separator.n_fft), int(separator.hop)
     spec = stft_frames(read, n_samples, n_fft, hop, lo, hi, window)     # (C, F, hi - lo)
-    mask, logits = _masks(separator, spec.abs())
+    mask, logits, pitch = _outputs(separator, spec.abs())
     if mask.ndim != 4 or tuple(mask.shape[1:]) != tuple(spec.shape):
         raise ValueError(f"separator {separator.name!r}: mask shape {tuple(mask.shape)}, "
                          f"expected (targets, {', '.join(map(str, spec.shape))})")
-    return mask[..., a - lo: b - lo], spec[..., a - lo: b - lo], logits
+    if pitch is not None:
+        pitch = pitch[:, a - lo: b - lo]
+    return mask[..., a - lo: b - lo], spec[..., a - lo: b - lo], logits, pitch
 
 
 def _weighted_estimate(mask, mix, weighting: str, prob, decision, oracle, a: int, b: int,
@@ -278,18 +299,19 @@ def separate_stream(read: Callable[[int, int], np.ndarray], n_samples: int, sepa
     for a in range(0, T, chunk):
         b = min(a + chunk, T)
         lo, hi = max(0, a - ctx), min(T, b + ctx)
-        mask, mix, logits = _chunk_masks(read, n_samples, separator, window, lo, hi, a, b)
+        mask, mix, logits, pitch = _chunk_masks(read, n_samples, separator, window, lo, hi, a, b)
         prob = decision = None
         if separator.has_activity and logits is not None:
             prob, decision, _ = activity_weights(logits, config, lo, hi, a, b, T)
         if spectra:
-            yield {"frames": (a, b), "spectrum": mask * mix, "probability": prob, "decision": decision}
+            yield {"frames": (a, b), "spectrum": mask * mix, "probability": prob, "decision": decision,
+                   "pitch": pitch}
             continue
         audio = {w: olas[w].push(_weighted_estimate(mask, mix, w, prob, decision, oracle, a, b, config))
                  for w in weightings}
         m = next(iter(audio.values())).shape[1]
         yield {"start": olas[weightings[0]].emitted - m, "audio": audio, "frames": (a, b),
-               "probability": prob, "decision": decision}
+               "probability": prob, "decision": decision, "pitch": pitch}
 
 
 def separate(mixture: np.ndarray, separator, config: SeparationConfig = SeparationConfig()) -> Separation:
@@ -305,12 +327,13 @@ def separate_variants(mixture: np.ndarray, separator, config: SeparationConfig,
     K = len(separator.targets)
     T = num_frames(n, separator.hop)
     estimates = {w: np.zeros((K, n, 2), dtype=np.float32) for w in weightings}
-    prob = dec = None
+    prob = dec = pitch = None
     for part in separate_stream(lambda s, c: mixture[s: s + c], n, separator, config, weightings,
                                 oracle=oracle):
         s = part["start"]
         for w, audio in part["audio"].items():
             estimates[w][:, s: s + audio.shape[1]] = audio
+        pitch = _collect_pitch(pitch, part, K, T)
         if part["probability"] is not None:
             if prob is None:
                 prob = np.zeros((K, T), dtype=np.float32)
@@ -319,7 +342,19 @@ def separate_variants(mixture: np.ndarray, separator, config: SeparationConfig,
             prob[:, a:b] = part["probability"]
             dec[:, a:b] = part["decision"]
     return {w: Separation(list(separator.targets), int(separator.sample_rate), int(separator.hop),
-                          estimates[w], prob, dec) for w in weightings}
+                          estimates[w], prob, dec, pitch=pitch) for w in weightings}
+
+
+def _collect_pitch(pitch: np.ndarray | None, part: dict, K: int, T: int) -> np.ndarray | None:
+    """A chunk's pitch probabilities written into the track's (K, T, 88) array (made at the
+    first chunk that has them)."""
+    if part.get("pitch") is None:
+        return pitch
+    if pitch is None:
+        pitch = np.zeros((K, T, part["pitch"].shape[-1]), dtype=np.float32)
+    a, b = part["frames"]
+    pitch[:, a:b] = part["pitch"]
+    return pitch
 
 
 # -------------------------------------------------------------------------- user files
@@ -341,11 +376,15 @@ def separate_file(audio_path, separator, out_dir, config: SeparationConfig = Sep
             raise AudioInputError(audio_path, f"{mix.n_samples} samples at {sr} Hz: too short for "
                                               f"the model's STFT (n_fft {separator.n_fft})")
         out_dir.mkdir(parents=True, exist_ok=True)
-        prob, dec = _write_targets(mix, separator, out_dir, config)
+        prob, dec, pitch = _write_targets(mix, separator, out_dir, config)
         n_samples, notes = mix.n_samples, list(mix.notes)
     files = [str(out_dir / f"{t}.wav") for t in separator.targets]
     if prob is not None:
         files += _write_activity(out_dir, separator.targets, prob, dec, int(separator.hop), sr)
+    if pitch is not None:   # a pitch head: the predicted piano roll of each target as MIDI
+        from iass.evaluation.pitch import write_pitch_midi
+
+        files += write_pitch_midi(out_dir, separator.targets, pitch, int(separator.hop), sr)
     return {"input": str(audio_path), "samples": n_samples, "seconds": n_samples / sr,
             "sample_rate": sr, "targets": list(separator.targets), "files": files, "notes": notes,
             "weighting": config.weighting if prob is not None else "none"}
@@ -353,7 +392,8 @@ def separate_file(audio_path, separator, out_dir, config: SeparationConfig = Sep
 
 def _write_targets(mix, separator, out_dir, config: SeparationConfig):
     """Stream the separation of ``mix`` (a MixtureSource) into ``out_dir/<target>.wav``; returns
-    the activity probability and decision (K, T), or (None, None) without activity."""
+    the activity probability and decision (K, T), or (None, None) without activity, and the
+    pitch probabilities (K, T, 88) or None."""
     import contextlib
 
     import soundfile as sf
@@ -362,7 +402,7 @@ def _write_targets(mix, separator, out_dir, config: SeparationConfig):
 
     sr, K = int(separator.sample_rate), len(separator.targets)
     T = num_frames(mix.n_samples, separator.hop)
-    prob = dec = None
+    prob = dec = pitch = None
     with contextlib.ExitStack() as stack:
         writers = {}
         for target in separator.targets:
@@ -378,9 +418,10 @@ def _write_targets(mix, separator, out_dir, config: SeparationConfig):
                     prob, dec = np.zeros((K, T), dtype=np.float32), np.zeros((K, T), dtype=bool)
                 a, b = part["frames"]
                 prob[:, a:b], dec[:, a:b] = part["probability"], part["decision"]
+            pitch = _collect_pitch(pitch, part, K, T)
         for w in writers.values():
             w.close()                     # flush before atomic_path renames the file
-    return prob, dec
+    return prob, dec, pitch
 
 
 def _write_activity(out_dir, targets, prob: np.ndarray, dec: np.ndarray, hop: int, sr: int) -> list[str]:

@@ -124,6 +124,8 @@ def _info(args) -> int:
         s = info["instruments"].get(name, {"tracks": 0, "active_fraction": None})
         frac = "-" if s["active_fraction"] is None else f"{s['active_fraction']:.3f}"
         print(f"{name:<18}{s['tracks']:>7}{frac:>9}{info['unknown_in_tracks'].get(name, 0):>12}")
+    print("pitch labels: " + (", ".join(f"{i} {n}" for i, n in info["pitch"].items()) + " (tracks)"
+                              if info["pitch"] else "none"))
     return 0
 
 

@@ -32,16 +32,36 @@ def activity_digest(table) -> str:
     return h.hexdigest()
 
 
+def notes_digest(pitch_rows: list[dict], notes) -> str:
+    """Content digest of one track's pitch labels: its PITCH_SCHEMA rows and note events."""
+    h = hashlib.sha256()
+    h.update(stable_hash(sorted((r["instrument"], r["method"], int(r["num_notes"])) for r in pitch_rows)).encode())
+    for col in ("instrument", "onset_s", "offset_s", "pitch", "velocity"):
+        arr = notes.column(col).combine_chunks() if hasattr(notes.column(col), "combine_chunks") \
+            else notes.column(col)
+        if col in ("instrument", "velocity"):
+            h.update("\0".join("" if v is None else str(v) for v in arr.to_pylist()).encode())
+        else:
+            h.update(np.ascontiguousarray(arr.to_numpy(zero_copy_only=False)).tobytes())
+    return h.hexdigest()
+
+
 def corpus_version(tracks: list[dict], stems: list[dict], activity: list[tuple[str, str]],
-                   rejects: list[dict], params: dict) -> str:
-    """sha256 over the table rows (audio sha256s included), activity digests, rejects, params."""
-    return stable_hash({
+                   rejects: list[dict], params: dict,
+                   notes: list[tuple[str, str]] | None = None) -> str:
+    """sha256 over the table rows (audio sha256s included), activity digests, rejects, params,
+    and the pitch labels' digests per track (``notes``) when there are any: a corpus without
+    pitch labels keeps the version it had before they existed."""
+    key = {
         "format_version": cf.FORMAT_VERSION, "params": params,
         "tracks": sorted(tracks, key=lambda r: r["track_id"]),
         "stems": sorted(stems, key=lambda r: (r["track_id"], r["instrument"])),
         "activity": sorted(activity),
         "rejects": sorted(rejects, key=lambda r: (r["source"], r["native_id"], r["stage"])),
-    })
+    }
+    if notes:
+        key["notes"] = sorted(notes)
+    return stable_hash(key)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -129,22 +149,72 @@ def validate_corpus(root: str | Path, progress: bool = True) -> list[str]:
             start = stop
     if problems:
         return problems
+    notes, pitch_shards = _check_notes(layout, tracks, problems)
+    if problems:
+        return problems
     version = corpus_version(list(tracks.values()), tables["stems"], activity, tables["rejects"],
-                             manifest.get("params", {}))
+                             manifest.get("params", {}), notes)
     if version != manifest.get("corpus_version"):
         problems.append(f"{cf.CorpusLayout(audio_root).manifest}: corpus_version {manifest.get('corpus_version', '')[:12]} "
                         f"does not match the content ({version[:12]}): a table or shard was modified")
     if layout.root != audio_root:
-        problems += _check_root_copies(audio_root, layout, shards, manifest.get("corpus_version", ""))
+        problems += _check_root_copies(audio_root, layout, shards, manifest.get("corpus_version", ""),
+                                       pitch_shards)
     return problems
 
 
-def _check_root_copies(root: Path, snap: cf.CorpusLayout, shards, version: str) -> list[str]:
+def _check_notes(layout: cf.CorpusLayout, tracks: dict, problems: list[str]):
+    """The pitch labels (pitch.parquet, notes shards), if any: schemas, tracks, digests. Returns
+    ([(track_id, notes digest)], shards holding notes) or ([], None) when there are none."""
+    import pyarrow.parquet as pq
+
+    if not layout.pitch.exists():
+        return [], None
+    try:
+        pitch = pq.read_table(layout.pitch)
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"{layout.pitch}: unreadable ({str(exc).splitlines()[0]})")
+        return [], None
+    if not pitch.schema.remove_metadata().equals(cf.PITCH_SCHEMA):
+        problems.append(f"{layout.pitch}: schema differs from corpus_format.PITCH_SCHEMA")
+        return [], None
+    by_track: dict[str, list[dict]] = {}
+    for r in pitch.to_pylist():
+        if r["track_id"] not in tracks:
+            problems.append(f"{layout.pitch}: pitch rows of an unknown track ({r['track_id']})")
+        by_track.setdefault(r["track_id"], []).append(r)
+    shards = sorted({tracks[t]["shard"] for t in by_track if t in tracks})
+    notes = []
+    for shard in shards:
+        path = layout.notes_part(shard)
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{path}: unreadable notes shard ({str(exc).splitlines()[0]})")
+            continue
+        if not table.schema.remove_metadata().equals(cf.NOTES_SCHEMA):
+            problems.append(f"{path}: schema differs from corpus_format.NOTES_SCHEMA")
+            continue
+        ids = np.asarray(table.column("track_id").to_pylist(), dtype=object)
+        for tid in sorted(t for t in by_track if t in tracks and tracks[t]["shard"] == shard):
+            idx = np.flatnonzero(ids == tid)
+            part = table.take(idx)
+            notes.append((tid, notes_digest(by_track[tid], part)))
+        stray = set(ids.tolist()) - set(by_track)
+        if stray:
+            problems.append(f"{path}: notes of tracks without pitch rows ({', '.join(sorted(stray))})")
+    return notes, shards
+
+
+def _check_root_copies(root: Path, snap: cf.CorpusLayout, shards, version: str,
+                       pitch_shards=None) -> list[str]:
     """The root tables are copies (hard links) of the published snapshot, for tools that read
     the root: each must be the same bytes as its snapshot file."""
     problems = []
     rel_files = ["tracks.parquet", "stems.parquet", "rejects.parquet", "taxonomy.yaml",
                  *(f"activity/part-{s}.parquet" for s in sorted(shards))]
+    if pitch_shards is not None:
+        rel_files += ["pitch.parquet", *(f"notes/part-{s}.parquet" for s in pitch_shards)]
     for rel in rel_files:
         copy, original = root / rel, snap.root / rel
         try:
@@ -190,4 +260,7 @@ def corpus_info(root: str | Path) -> dict:
         "by_source_split": [dict(r) for r in by.iter_rows(named=True)],
         "instruments": inst, "unknown_in_tracks": unknown,
         "duplicates": len(m.get("duplicates", [])),
+        # instrument -> tracks where its pitch is known (empty: no pitch labels)
+        "pitch": {i: sum(i in v for v in corpus.pitch_known.values())
+                  for i in sorted({i for v in corpus.pitch_known.values() for i in v})},
     }

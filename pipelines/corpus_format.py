@@ -11,6 +11,9 @@ Layout of a built corpus (``datasets/corpus/`` by default)::
     stems.parquet                 one row per (track, canonical instrument) with audio (STEMS_SCHEMA)
     activity/part-<shard>.parquet one row per (track, instrument present, frame) (ACTIVITY_SCHEMA)
     rejects.parquet               quarantined tracks and why  (REJECTS_SCHEMA)
+    pitch.parquet                 one row per (track, instrument) whose pitch is known (PITCH_SCHEMA)
+    notes/part-<shard>.parquet    note events of those instruments (NOTES_SCHEMA)
+                                  (pitch.parquet and notes/: only when some track has pitch labels)
     audio/<shard>/<track_id>.<key>/mixture.wav, <instrument>.wav   44.1 kHz stereo float WAV
                                   (<key>: 8 hex of the track's source content; new audio, new folder)
 
@@ -21,6 +24,16 @@ Activity semantics: for an instrument with a row, ``active`` is True/False per f
 unknown). An instrument of the taxonomy with no row in a track is silent (inactive) in it, unless
 it is listed in the track's ``unknown_instruments`` (the corpus does not say: MUSDB's ``other``
 may hold guitars, pianos, ...), in which case both its audio and its activity are unknown.
+
+Pitch semantics: note events (onset_s, offset_s, MIDI pitch, velocity) per (track, canonical
+instrument), from the synthesizer's exact notes or a corpus' own pitch annotations (MedleyDB's
+monophonic f0, converted to notes of the nearest MIDI pitch over its voiced rows). An instrument's
+pitch is known only where ``pitch.parquet`` has its row (zero notes: known silent); a track with
+no row there (every real corpus without pitch annotations) has unknown pitch, never "no note".
+The piano roll (:func:`notes_to_roll`, :meth:`Corpus.read_pitch`) has 88 keys, MIDI 21..108,
+and the frames of the activity labels: frame ``t`` holds pitch ``p`` when a note of ``p``
+overlaps the cell ``[t*hop - hop/2, t*hop + hop/2)`` (samples) around its centre (the rule of
+``activity.intervals_to_frames``). Drums (:data:`UNPITCHED`) have no pitch target.
 """
 from __future__ import annotations
 
@@ -34,6 +47,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
+
+from iass.pipelines.corpus_pitch import PitchReader
 
 FORMAT_VERSION = 1
 SAMPLE_RATE = 44100
@@ -107,6 +122,34 @@ REJECTS_SCHEMA = pa.schema(
 )
 
 
+NOTES_SCHEMA = pa.schema(
+    [
+        ("track_id", pa.string()),
+        ("instrument", pa.string()),      # canonical instrument
+        ("onset_s", pa.float64()),
+        ("offset_s", pa.float64()),
+        ("pitch", pa.int16()),            # MIDI pitch (may lie outside the roll's 21..108)
+        ("velocity", pa.int16()),         # MIDI velocity; null when the source has none (f0)
+    ]
+)
+
+PITCH_SCHEMA = pa.schema(
+    [
+        ("track_id", pa.string()),
+        ("instrument", pa.string()),      # canonical instrument whose pitch is known
+        ("method", pa.string()),          # notes (exact, synthesized) | medleydb_f0
+        ("num_notes", pa.int32()),
+    ]
+)
+
+#: the piano roll's keys: MIDI 21 (A0) .. 108 (C8)
+PITCH_MIN = 21
+PITCH_MAX = 108
+NUM_KEYS = PITCH_MAX - PITCH_MIN + 1
+#: taxonomy subtrees without a pitch target (their notes are drum keys, not pitches)
+UNPITCHED = frozenset({"drums"})
+
+
 # ---------------------------------------------------------------------------------- identities
 def slugify(text: str, max_len: int | None = 48, sep: str = "-", fold: bool = True,
             empty: str = "track") -> str:
@@ -144,6 +187,41 @@ def frame_centers(n_frames: int, hop: int) -> np.ndarray:
     return np.arange(n_frames, dtype=np.int64) * int(hop)
 
 
+def interval_frames(onset_s, offset_s, hop: int, sample_rate: int = SAMPLE_RATE):
+    """(first, last) frame (int64 arrays, inclusive; last < first: no frame) whose cell
+    ``[t*hop - hop/2, t*hop + hop/2)`` overlaps ``[onset, offset)`` s (strictly): the frame rule of
+    the activity labels, vectorised."""
+    a = np.asarray(onset_s, dtype=np.float64) * sample_rate
+    b = np.asarray(offset_s, dtype=np.float64) * sample_rate
+    first = np.floor((a + hop / 2) / hop).astype(np.int64)
+    first += (first * hop + hop / 2) <= a
+    last = np.ceil((b - hop / 2) / hop).astype(np.int64)
+    last -= (last * hop - hop / 2) >= b
+    last = np.where(b > a, last, first - 1)
+    return first, last
+
+
+def notes_to_roll(onset_s, offset_s, pitch, n_frames: int, hop: int,
+                  sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Piano roll (n_frames, NUM_KEYS) bool of note events: frame ``t``, key ``p - PITCH_MIN`` is
+    True when a note of MIDI pitch ``p`` overlaps frame t's cell (see the module doc). Notes
+    outside MIDI 21..108 are not on the roll."""
+    roll = np.zeros((int(n_frames), NUM_KEYS), dtype=bool)
+    first, last = interval_frames(onset_s, offset_s, hop, sample_rate)
+    keys = np.asarray(pitch, dtype=np.int64) - PITCH_MIN
+    first = np.maximum(first, 0)
+    last = np.minimum(last, int(n_frames) - 1)
+    for k, lo, hi in zip(keys.tolist(), first.tolist(), last.tolist()):
+        if 0 <= k < NUM_KEYS and hi >= lo:
+            roll[lo: hi + 1, k] = True
+    return roll
+
+
+def is_unpitched(taxonomy, name: str) -> bool:
+    """Whether a taxonomy node has no pitch target (under :data:`UNPITCHED`, e.g. drums)."""
+    return taxonomy.root(name) in UNPITCHED
+
+
 # --------------------------------------------------------------------------------------- paths
 class CorpusLayout:
     """Where each artifact lives under a corpus root."""
@@ -158,9 +236,14 @@ class CorpusLayout:
     rejects = property(lambda self: self.root / "rejects.parquet")
     activity_dir = property(lambda self: self.root / "activity")
     audio_dir = property(lambda self: self.root / "audio")
+    pitch = property(lambda self: self.root / "pitch.parquet")
+    notes_dir = property(lambda self: self.root / "notes")
 
     def activity_part(self, shard: str) -> Path:
         return self.activity_dir / f"part-{shard}.parquet"
+
+    def notes_part(self, shard: str) -> Path:
+        return self.notes_dir / f"part-{shard}.parquet"
 
     def track_dir(self, shard: str, track_id: str) -> Path:
         return self.audio_dir / shard / track_id
@@ -171,7 +254,7 @@ class CorpusLayout:
 
 
 # -------------------------------------------------------------------------------------- reader
-class Corpus:
+class Corpus(PitchReader):
     """Read-only view of a built corpus. Tables are small and loaded once; audio and activity
     are read lazily per track (partial WAV reads), so memory does not grow with the corpus."""
 
@@ -194,6 +277,7 @@ class Corpus:
             raise ValueError(f"{self.layout.manifest}: snapshot {snap!r} must be inside the corpus")
         self.tables = CorpusLayout(self.root / snap) if snap else self.layout
         self._activity_cache: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        self._notes_cache: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
 
     # tables -----------------------------------------------------------------------------
     @property

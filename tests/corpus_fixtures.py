@@ -269,6 +269,8 @@ class FixtureTrack:
     stems: dict[str, list[tuple[float, float]]]   # instrument -> active regions (s)
     source: str = "synth"
     unknown: list[str] = field(default_factory=list)
+    #: instrument -> notes (onset s, offset s, MIDI pitch); None: the track has no pitch labels
+    notes: dict[str, list[tuple[float, float, int]]] | None = None
 
     @property
     def num_samples(self) -> int:
@@ -293,6 +295,7 @@ def write_corpus(root: str | Path, tracks: list, render, hop: int, num_shards: i
 
     tax = load_taxonomy(layout.taxonomy)
     track_rows, stem_rows, act_rows, truth = [], [], {}, {}
+    pitch_rows, note_rows = [], {}
     for n_track, tr in enumerate(tracks):
         tid = cf.make_track_id(tr.source, tr.native_id)
         shard = cf.shard_of(tid, num_shards)
@@ -320,6 +323,16 @@ def write_corpus(root: str | Path, tracks: list, render, hop: int, num_shards: i
                     "track_id": tid, "instrument": inst, "frame": f, "active": active[f],
                     "confidence": float(labels[f]),
                 })
+        if tr.notes is not None:  # pitch known for every pitched instrument with a stem
+            for inst in present:
+                if cf.is_unpitched(tax, inst):
+                    continue
+                notes = tr.notes.get(inst, [])
+                pitch_rows.append({"track_id": tid, "instrument": inst, "method": "notes",
+                                   "num_notes": len(notes)})
+                note_rows.setdefault(shard, []).extend(
+                    {"track_id": tid, "instrument": inst, "onset_s": a, "offset_s": b,
+                     "pitch": p, "velocity": 100} for a, b, p in notes)
         mix_rel = layout.rel_audio(shard, tid, "mixture")
         io_write_wav(root / mix_rel, mixture, SR)
         track_rows.append({
@@ -339,6 +352,11 @@ def write_corpus(root: str | Path, tracks: list, render, hop: int, num_shards: i
     for shard, rows in act_rows.items():
         atomic_write_parquet(layout.activity_part(shard), pa.Table.from_pylist(rows, schema=cf.ACTIVITY_SCHEMA))
     atomic_write_parquet(layout.rejects, cf.REJECTS_SCHEMA.empty_table())
+    if pitch_rows:
+        atomic_write_parquet(layout.pitch, pa.Table.from_pylist(pitch_rows, schema=cf.PITCH_SCHEMA))
+        for shard in {cf.shard_of(r["track_id"], num_shards) for r in pitch_rows}:
+            atomic_write_parquet(layout.notes_part(shard), pa.Table.from_pylist(
+                note_rows.get(shard, []), schema=cf.NOTES_SCHEMA))
     version = stable_hash([r["mixture_sha256"] for r in track_rows] + [r["sha256"] for r in stem_rows], 16)
     atomic_write_json(layout.manifest, {
         "format_version": cf.FORMAT_VERSION, "corpus_version": version,
@@ -387,16 +405,36 @@ def default_fixture_tracks(seconds: float = 3.0) -> list[FixtureTrack]:
     return tracks
 
 
+def midi_of(instrument: str) -> int:
+    """The MIDI pitch nearest the fundamental of an instrument's :func:`tone`."""
+    return int(round(69 + 12 * np.log2(PITCH[instrument] / 440.0)))
+
+
+def with_notes(tracks: list[FixtureTrack]) -> list[FixtureTrack]:
+    """The tracks with pitch labels: each non-MUSDB track's instruments play their :func:`tone`'s
+    pitch (:func:`midi_of`) over their regions; MUSDB-like tracks stay without (unknown)."""
+    from dataclasses import replace
+
+    return [tr if tr.source == "musdb" else replace(tr, notes={
+        inst: [(a, b, midi_of(inst)) for a, b in regions] for inst, regions in tr.stems.items()})
+        for tr in tracks]
+
+
 def write_fixture_corpus(root: str | Path, tracks: list[FixtureTrack] | None = None, hop: int = 256,
-                         num_shards: int = 4) -> dict:
-    """Write the training corpus (:func:`tone` stems); return {track_id: FixtureTrack} (the truth)."""
+                         num_shards: int = 4, pitch: bool = False) -> dict:
+    """Write the training corpus (:func:`tone` stems); return {track_id: FixtureTrack} (the truth).
+    ``pitch``: the tracks carry notes (:func:`with_notes`), so the corpus has pitch labels."""
+    tracks = tracks if tracks is not None else default_fixture_tracks()
+    if pitch:
+        tracks = with_notes(tracks)
+
     def render(n_track: int, k: int, inst: str, regions, n: int):
         if not regions:
             return None                                   # absent instruments have no stem
         return tone(inst, n, seed=1000 * n_track + k) * gate(regions, n)[:, None]
 
-    return write_corpus(root, tracks if tracks is not None else default_fixture_tracks(), render,
-                        hop, num_shards, built_by="tests/corpus_fixtures.py (write_fixture_corpus)")
+    return write_corpus(root, tracks, render, hop, num_shards,
+                        built_by="tests/corpus_fixtures.py (write_fixture_corpus)")
 
 
 def default_eval_tracks(seconds: float = 3.0) -> list[EvalTrack]:

@@ -98,12 +98,14 @@ class TrainConfig:
     def from_params(cls, params: dict[str, Any]) -> "TrainConfig":
         return cls.from_section(params.get("train"))
 
-    def chunk_config(self, targets, hop: int, sample_rate: int):
+    def chunk_config(self, targets, hop: int, sample_rate: int, pitch: bool = False):
         """The training data's :class:`~iass.training.data.ChunkConfig` (chunks of
-        ``chunk_seconds``, the augmentations and draws of this config)."""
+        ``chunk_seconds``, the augmentations and draws of this config); ``pitch``: the examples
+        also carry the targets' piano rolls (a model with a pitch head)."""
         from iass.training.data import ChunkConfig
 
         return ChunkConfig(
+            **({"pitch": True} if pitch else {}),
             targets=tuple(targets),
             chunk_samples=int(round(float(self.chunk_seconds) * sample_rate)),
             hop=int(hop),

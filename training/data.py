@@ -25,10 +25,16 @@ Unknowns: a target whose audio the source corpus does not separate (``Corpus.tar
 False, e.g. MUSDB's piano inside ``other``) is never drawn for its own slot; when the ``rest``
 slot's track leaves it unknown, that target's audio is unknown for the whole example
 (``known[k] = False``, masked out of the MSE) and its activity is NaN (masked out of the BCE).
+
+Pitch (``ChunkConfig.pitch``, on when the run has a pitch head): each example gains a 5th
+element, the targets' piano rolls ``(K, T, 88)`` float32 (key ``j`` = MIDI ``21 + j``): 1/0 from
+the notes of the target slot's track (``Corpus.read_pitch``, frames as the activity labels),
+NaN where unknown (a track without pitch labels, an unpitched target such as drums, a target
+unknown in the example). With ``pitch`` off the examples are exactly the 4-tuples they were.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +74,7 @@ class ChunkConfig:
     channel_swap: bool = TrainConfig.channel_swap
     target_tracks: str = TrainConfig.target_tracks    # known | present: the pool each target slot is drawn from
     target_offsets: str = TrainConfig.target_offsets  # uniform | active: where in that track a target slot starts
+    pitch: bool = False   # examples carry the targets' piano rolls (a 5th element; see _example)
 
     @property
     def num_frames(self) -> int:
@@ -75,9 +82,12 @@ class ChunkConfig:
         return self.chunk_samples // self.hop + 1
 
     @classmethod
-    def from_params(cls, train: dict, targets, hop: int, sample_rate: int) -> "ChunkConfig":
-        """From a params ``train`` section (through :class:`TrainConfig`: its defaults, its checks)."""
-        return TrainConfig.from_section(train).chunk_config(targets, hop, sample_rate)
+    def from_params(cls, train: dict, targets, hop: int, sample_rate: int,
+                    pitch: bool = False) -> "ChunkConfig":
+        """From a params ``train`` section (through :class:`TrainConfig`: its defaults, its checks);
+        ``pitch``: the run trains a pitch head (``model.iass.pitch_weight > 0``)."""
+        cfg = TrainConfig.from_section(train).chunk_config(targets, hop, sample_rate)
+        return replace(cfg, pitch=bool(pitch)) if pitch else cfg
 
 
 @dataclass
@@ -213,13 +223,20 @@ class _CorpusDataset(Dataset):
     def _example(self, slots: list[tuple[str, int]], rng: np.random.Generator | None):
         """slots: (track, start frame) for each target, then the rest slot.
 
-        -> mixture (2, L), targets (K, 2, L), known (K,) bool, activity (K, T) with NaN unknown."""
+        -> mixture (2, L), targets (K, 2, L), known (K,) bool, activity (K, T) with NaN unknown;
+        with ``cfg.pitch`` also pitch (K, T, 88) float32: 1/0 from the target slot's track's notes
+        (:meth:`Corpus.read_pitch`, frames past the track's end silent), NaN where unknown (the
+        track has no pitch labels, an unpitched target, or the target is unknown in the example,
+        ``known[k]`` False). Reading pitch draws nothing from ``rng``: the first four elements
+        are the same with pitch on or off."""
         cfg = self.cfg
         info = self.index.info
         k_targets = len(cfg.targets)
         targets = np.zeros((k_targets, CHANNELS, cfg.chunk_samples), dtype=np.float32)
         activity = np.zeros((k_targets, cfg.num_frames), dtype=np.float32)
         known = np.ones(k_targets, dtype=bool)
+        pitch = np.full((k_targets, cfg.num_frames, _num_keys()), np.nan, dtype=np.float32) \
+            if cfg.pitch else None
         for k, (target, (tid, start)) in enumerate(zip(cfg.targets, slots[:-1])):
             if target in info[tid].unknown_targets:  # only without track mixing
                 known[k] = False
@@ -228,6 +245,8 @@ class _CorpusDataset(Dataset):
             audio, labels = self._target_slot(tid, target, start)
             targets[k] = self._augment(audio, rng).T
             activity[k] = labels
+            if pitch is not None:
+                pitch[k] = self._pitch_slot(tid, target, start)
         rest_tid, rest_start = slots[-1]
         rest = self._augment(self._rest_slot(rest_tid, rest_start), rng).T
         for k, target in enumerate(cfg.targets):
@@ -236,8 +255,20 @@ class _CorpusDataset(Dataset):
                 known[k] = False
                 activity[k] = np.nan
         mixture = targets.sum(0) + rest
-        return (torch.from_numpy(mixture), torch.from_numpy(targets), torch.from_numpy(known),
-                torch.from_numpy(activity))
+        out = (torch.from_numpy(mixture), torch.from_numpy(targets), torch.from_numpy(known),
+               torch.from_numpy(activity))
+        if pitch is not None:
+            pitch[~known] = np.nan
+            out += (torch.from_numpy(pitch),)
+        return out
+
+    def _pitch_slot(self, track_id: str, target: str, start_frame: int) -> np.ndarray:
+        """(T, 88) float32 roll of ``target`` in a track from ``start_frame``; NaN if unknown."""
+        cfg = self.cfg
+        roll = self.corpus.read_pitch(track_id, target, start_frame, cfg.num_frames)
+        if roll is None:
+            return np.full((cfg.num_frames, _num_keys()), np.nan, dtype=np.float32)
+        return roll.astype(np.float32)
 
     def _augment(self, audio: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
         """Open-Unmix's source augmentations: a random gain, then a channel swap with p = 0.5."""
@@ -248,6 +279,14 @@ class _CorpusDataset(Dataset):
         if self.cfg.channel_swap and rng.random() < 0.5:
             audio = audio[:, ::-1]
         return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _num_keys() -> int:
+    """The piano roll's keys (88), from the corpus format (imported when first needed: importing
+    this module stays free of pyarrow)."""
+    from iass.pipelines.corpus_format import NUM_KEYS
+
+    return NUM_KEYS
 
 
 def _frames(labels: np.ndarray, start: int, n: int) -> np.ndarray:

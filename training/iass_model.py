@@ -18,6 +18,13 @@ Structure from the authors' code (biboamy/Source_Separation_Inst, ``model.py`` c
 Multi-target: one shared encoder and decoder trunk whose last layer has one channel per target,
 a frequency Linear, output scale/mean and an activity logit per target. ``n_targets=1`` is
 exactly the paper's network.
+
+Multi-pitch (optional, ``model.iass.pitch_weight`` > 0; the paper's future work): a third head per
+target on the decoder's last features (the ones the mask's frequency Linear reads), a
+Linear(max_bin -> 88) over frequency per target: logits of the 88 piano keys (MIDI 21-108) per
+STFT frame. Time is never downsampled, so there is one prediction per frame. Without it
+(``pitch_weight`` 0, the default) the network has no such parameters and draws nothing more from
+the RNG: it is exactly the network of before.
 """
 from __future__ import annotations
 
@@ -28,6 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 BN_MOMENTUM = 0.1  # block.py: batchNorm_momentum
+PITCH_LOW = 21     # MIDI note of the pitch head's first key (A0)
+PITCH_KEYS = 88    # MIDI 21..108, the piano's keys
 
 
 class ResidualBlock(nn.Module):
@@ -164,7 +173,7 @@ class IASSNet(nn.Module):
     """The IASS U-Net for ``n_targets`` targets (1 = the paper's network)."""
 
     def __init__(self, n_fft: int = 4096, max_bin: int = 1487, channels=(16, 32, 48),
-                 n_targets: int = 1):
+                 n_targets: int = 1, pitch: bool = False):
         super().__init__()
         self.n_fft = int(n_fft)
         self.nb_output_bins = self.n_fft // 2 + 1
@@ -179,6 +188,12 @@ class IASSNet(nn.Module):
         self.last = TargetLinear(self.n_targets, self.nb_bins, self.nb_output_bins)
         self.output_scale = nn.Parameter(torch.ones(self.n_targets, self.nb_output_bins))
         self.output_mean = nn.Parameter(torch.ones(self.n_targets, self.nb_output_bins))
+        # created last: the parameters above are drawn exactly as without the head
+        self.pitch = TargetLinear(self.n_targets, self.nb_bins, PITCH_KEYS) if pitch else None
+
+    @property
+    def has_pitch(self) -> bool:
+        return self.pitch is not None
 
     def set_input_statistics(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
         """Initialise the input normalisation from training-set statistics (mono magnitude)."""
@@ -186,34 +201,47 @@ class IASSNet(nn.Module):
             self.input_mean.copy_(torch.as_tensor(mean)[: self.nb_bins])
             self.input_scale.copy_(torch.as_tensor(scale)[: self.nb_bins])
 
-    def masks(self, mix_mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """mix_mag (B, C, F, T) -> mask (B, K, F, T) >= 0, activity logits (B, K, T)."""
+    def outputs(self, mix_mag: torch.Tensor):
+        """mix_mag (B, C, F, T) -> mask (B, K, F, T) >= 0, activity logits (B, K, T), pitch
+        logits (B, K, T, 88) or None (no pitch head)."""
         x = mix_mag.mean(1, keepdim=True)[:, :, : self.nb_bins]  # mono, as the authors
         x = (x - self.input_mean[:, None]) / self.input_scale[:, None]
         latent, sizes, skips = self.encoder(x)
         logits = self.activity(latent)
         x = self.decoder(latent, sizes, skips)                    # (B, K, bins, T)
-        x = self.last(x.transpose(2, 3))                          # (B, K, T, F)
+        features = x.transpose(2, 3)                              # (B, K, T, bins)
+        x = self.last(features)                                   # (B, K, T, F)
         x = x * self.output_scale[:, None] + self.output_mean[:, None]
-        return F.relu(x).transpose(2, 3), logits
+        pitch = self.pitch(features) if self.pitch is not None else None
+        return F.relu(x).transpose(2, 3), logits, pitch
 
-    def forward(self, mix_mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> estimate magnitudes (B, K, C, F, T) = mask x mixture, activity logits (B, K, T)."""
-        mask, logits = self.masks(mix_mag)
-        return mask[:, :, None] * mix_mag[:, None], logits
+    def masks(self, mix_mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mix_mag (B, C, F, T) -> mask (B, K, F, T) >= 0, activity logits (B, K, T)."""
+        mask, logits, _ = self.outputs(mix_mag)
+        return mask, logits
+
+    def forward(self, mix_mag: torch.Tensor):
+        """-> estimate magnitudes (B, K, C, F, T) = mask x mixture, activity logits (B, K, T)
+        (and, with a pitch head, its logits (B, K, T, 88) third)."""
+        mask, logits, pitch = self.outputs(mix_mag)
+        if pitch is None:
+            return mask[:, :, None] * mix_mag[:, None], logits
+        return mask[:, :, None] * mix_mag[:, None], logits, pitch
 
 
 class IASSModel(nn.Module):
     """All targets of a run: one multi-target ``IASSNet`` or one single-target net per target."""
 
-    def __init__(self, targets: list[str], n_fft: int, max_bin: int, channels, multi_target: bool):
+    def __init__(self, targets: list[str], n_fft: int, max_bin: int, channels, multi_target: bool,
+                 pitch: bool = False):
         super().__init__()
         self.targets = list(targets)
         self.multi_target = bool(multi_target)
+        self.has_pitch = bool(pitch)
         if self.multi_target:
-            self.net = IASSNet(n_fft, max_bin, channels, n_targets=len(self.targets))
+            self.net = IASSNet(n_fft, max_bin, channels, n_targets=len(self.targets), pitch=pitch)
         else:
-            self.nets = nn.ModuleDict({t: IASSNet(n_fft, max_bin, channels, 1) for t in self.targets})
+            self.nets = nn.ModuleDict({t: IASSNet(n_fft, max_bin, channels, 1, pitch) for t in self.targets})
 
     def _nets(self) -> list[IASSNet]:
         return [self.net] if self.multi_target else [self.nets[t] for t in self.targets]
@@ -229,13 +257,27 @@ class IASSModel(nn.Module):
             return outs[0]
         return torch.cat([m for m, _ in outs], 1), torch.cat([a for _, a in outs], 1)
 
-    def forward(self, mix_mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mask, logits = self.masks(mix_mag)
-        return mask[:, :, None] * mix_mag[:, None], logits
+    def outputs(self, mix_mag: torch.Tensor):
+        """-> mask (B, K, F, T), logits (B, K, T), pitch logits (B, K, T, 88) or None."""
+        outs = [net.outputs(mix_mag) for net in self._nets()]
+        if len(outs) == 1:
+            return outs[0]
+        pitch = torch.cat([p for _, _, p in outs], 1) if self.has_pitch else None
+        return torch.cat([m for m, _, _ in outs], 1), torch.cat([a for _, a, _ in outs], 1), pitch
+
+    def forward(self, mix_mag: torch.Tensor):
+        """-> estimates (B, K, C, F, T), logits (B, K, T) (and pitch logits (B, K, T, 88) with
+        a pitch head: the training loss reads them from the forward, which DDP wraps)."""
+        if not self.has_pitch:
+            mask, logits = self.masks(mix_mag)
+            return mask[:, :, None] * mix_mag[:, None], logits
+        mask, logits, pitch = self.outputs(mix_mag)
+        return mask[:, :, None] * mix_mag[:, None], logits, pitch
 
 
 def build_iass(cfg: dict, targets: list[str]) -> IASSModel:
-    return IASSModel(targets, cfg["n_fft"], cfg["max_bin"], cfg["channels"], cfg["multi_target"])
+    return IASSModel(targets, cfg["n_fft"], cfg["max_bin"], cfg["channels"], cfg["multi_target"],
+                     pitch=float(cfg.get("pitch_weight", 0.0)) > 0)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -8,6 +8,10 @@
 IASS: the network sees the mono (channel-averaged) magnitude and gives one mask per target,
 used for both channels, plus an activity logit per frame. Open-Unmix: one network per target
 estimates each channel's magnitude; its mask is ``estimate / (mixture + eps)``.
+
+A run trained with a pitch head (``model.iass.pitch_weight`` > 0) has ``has_pitch`` True, and
+``sep.outputs(mag)`` gives the pitch logits (K, T, 88) beside the mask and activity logits
+(keys MIDI 21..108).
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ class Separator:
         self.n_fft: int = int(config["n_fft"])
         self.hop: int = int(config["hop"])
         self.has_activity: bool = kind == "iass"
+        self.has_pitch: bool = bool(getattr(model, "has_pitch", False))
         self.name: str = name
         self.device = device
 
@@ -42,24 +47,38 @@ class Separator:
         return (f"Separator({self.name!r}, {self.kind}, targets={self.targets}, n_fft={self.n_fft}, "
                 f"hop={self.hop})")
 
-    @torch.no_grad()
     def masks(self, mixture_mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """mixture_mag: (2, n_fft // 2 + 1, T) magnitude of the stereo mixture.
 
         Returns mask (n_targets, 2, F, T) >= 0 (estimate magnitude = mask x mixture magnitude)
         and activity logits (n_targets, T), or None for a model without activity."""
+        mask, logits, _ = self._outputs(mixture_mag, pitch=False)
+        return mask, logits
+
+    def outputs(self, mixture_mag: torch.Tensor):
+        """:meth:`masks` and the pitch head's logits (n_targets, T, 88), or None for a model
+        without a pitch head: one pass of the network."""
+        return self._outputs(mixture_mag, pitch=self.has_pitch)
+
+    @torch.no_grad()
+    def _outputs(self, mixture_mag: torch.Tensor, pitch: bool):
         if mixture_mag.dim() != 3 or mixture_mag.shape[1] != self.n_fft // 2 + 1:
             raise ValueError(f"{self.name}: expected a (channels, {self.n_fft // 2 + 1}, frames) "
                              f"magnitude, got {tuple(mixture_mag.shape)}")
         out_device = mixture_mag.device
         mag = mixture_mag.to(self.device, torch.float32)[None]
         if self.kind == "iass":
-            mask, logits = self.model.masks(mag)                      # (1, K, F, T), (1, K, T)
+            if pitch:
+                mask, logits, p = self.model.outputs(mag)             # ..., (1, K, T, 88)
+                p = p[0].to(out_device)
+            else:
+                mask, logits = self.model.masks(mag)                  # (1, K, F, T), (1, K, T)
+                p = None
             mask = mask[0, :, None].expand(-1, mag.shape[1], -1, -1)
-            return mask.to(out_device), logits[0].to(out_device)
-        estimate, _ = self.model(mag)                                 # (1, K, C, F, T)
+            return mask.to(out_device), logits[0].to(out_device), p
+        estimate, *_ = self.model(mag)                                # (1, K, C, F, T)
         mask = estimate[0] / (mag + EPS)
-        return mask.to(out_device), None
+        return mask.to(out_device), None, None
 
 
 def load_separator(run_dir, device="cpu", checkpoint: str = "best") -> Separator:

@@ -11,6 +11,11 @@ targets' gradients in its trunk, so the loud targets (vocals, drums) drown the q
 problem: one network per target, and Adam normalises each network's gradient scale. With balance
 on, target k's squared error is weighted by ``mean_j(E_j) / E_k`` (E = mean squared target
 magnitude over the statistics chunks), so every target weighs the same in the shared trunk.
+
+Multi-pitch (``model.iass.pitch_weight`` > 0): a third term, ``pitch_weight`` x the BCE of the
+pitch head's (B, K, T, 88) logits against the frame x key piano roll, masked where the pitch is
+unknown (NaN: real tracks, drums, a target the corpus does not separate). Without a pitch head
+the loss is computed exactly as before (no third term, not even a zero).
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ class LossTerms:
     bce: torch.Tensor
     mse_weight: torch.Tensor   # number of (example, target) pairs in the MSE
     bce_weight: torch.Tensor   # number of labelled frames in the BCE
+    pitch: torch.Tensor | None = None         # masked BCE of the pitch head (None: no head)
+    pitch_weight: torch.Tensor | None = None  # number of labelled (frame, key) cells in it
 
 
 def masked_mse(estimate: torch.Tensor, target: torch.Tensor, known: torch.Tensor,
@@ -42,7 +49,8 @@ def masked_mse(estimate: torch.Tensor, target: torch.Tensor, known: torch.Tensor
 
 
 def masked_bce_with_logits(logits: torch.Tensor, labels: torch.Tensor):
-    """logits, labels (B, K, T); NaN labels are unknown -> (mean over labelled frames, count)."""
+    """logits, labels (B, K, T) (or any shape, e.g. pitch's (B, K, T, 88)); NaN labels are
+    unknown -> (mean over labelled entries, count)."""
     labelled = ~torch.isnan(labels)
     weight = labelled.to(logits.dtype)
     safe = torch.where(labelled, labels, torch.zeros_like(labels))
@@ -52,10 +60,15 @@ def masked_bce_with_logits(logits: torch.Tensor, labels: torch.Tensor):
 
 
 def separation_loss(estimate, target, known, logits=None, labels=None,
-                    activity_weight: float = 1.0, target_weights=None) -> LossTerms:
+                    activity_weight: float = 1.0, target_weights=None, pitch_logits=None,
+                    pitch_labels=None, pitch_weight: float = 0.0) -> LossTerms:
     mse, n_mse = masked_mse(estimate, target, known, target_weights)
     if logits is None:
         zero = mse.new_zeros(())
         return LossTerms(mse, mse, zero, n_mse, zero)
     bce, n_bce = masked_bce_with_logits(logits, labels)
-    return LossTerms(mse + activity_weight * bce, mse, bce, n_mse, n_bce)
+    if pitch_logits is None:
+        return LossTerms(mse + activity_weight * bce, mse, bce, n_mse, n_bce)
+    pitch, n_pitch = masked_bce_with_logits(pitch_logits, pitch_labels)
+    return LossTerms(mse + activity_weight * bce + pitch_weight * pitch, mse, bce, n_mse, n_bce,
+                     pitch, n_pitch)

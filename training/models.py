@@ -34,6 +34,11 @@ class ModelSpec:
     def activity_weight(self) -> float:
         return float(self.config.get("activity_weight", 0.0)) if self.kind == "iass" else 0.0
 
+    @property
+    def pitch_weight(self) -> float:
+        """The pitch head's loss weight (0: no pitch head, the default)."""
+        return float(self.config.get("pitch_weight", 0.0)) if self.kind == "iass" else 0.0
+
 
 def resolve_spec(kind: str, params: dict, targets: list[str], sample_rate: int, hop: int) -> ModelSpec:
     from iass.training.presets import resolve_iass, resolve_umx

@@ -58,6 +58,16 @@ def resolve_iass(model_section: dict[str, Any], sample_rate: int, hop: int) -> d
         activity_weight=float(model_section.get("activity_weight", 1.0)),
         target_balance=bool(model_section.get("target_balance", False)),
     )
+    pitch_weight = model_section.get("pitch_weight")
+    try:
+        pitch_weight = float(pitch_weight or 0.0)
+    except (TypeError, ValueError):
+        raise ConfigError(f"params.yaml model.iass.pitch_weight: {pitch_weight!r} is not a number") from None
+    if not pitch_weight >= 0:
+        raise ConfigError(f"params.yaml model.iass.pitch_weight: {pitch_weight!r}, expected 0 (no pitch "
+                          "head) or a positive loss weight")
+    if pitch_weight > 0:   # recorded only when on: a run without the head has the config of before
+        cfg["pitch_weight"] = pitch_weight
     return cfg
 
 

@@ -15,7 +15,7 @@ def input_statistics(corpus_root, cfg: ChunkConfig, n_fft: int, hop: int, exampl
     (Open-Unmix's ``get_statistics``, std floored at 1e-4 x its max), no augmentation; with
     ``target_energy``, also each target's mean squared magnitude over the chunks where its audio
     is known (for the target balance of the loss; NaN for a target never known), else None."""
-    stats_cfg = ChunkConfig(**{**cfg.__dict__, "seed": cfg.seed + 1})  # its own stream
+    stats_cfg = ChunkConfig(**{**cfg.__dict__, "seed": cfg.seed + 1, "pitch": False})  # its own stream
     ds = TrainChunks(corpus_root, stats_cfg, augment=False)
     loader = torch.utils.data.DataLoader(
         ds, batch_sampler=StepBatchSampler(0, max(1, math.ceil(examples / 4)), 4),
@@ -24,7 +24,7 @@ def input_statistics(corpus_root, cfg: ChunkConfig, n_fft: int, hop: int, exampl
     count = 0
     n_targets = len(cfg.targets)
     energy, known_n = torch.zeros(n_targets, dtype=torch.float64), torch.zeros(n_targets, dtype=torch.float64)
-    for mixture, targets, known, _ in loader:
+    for mixture, targets, known, *_ in loader:   # (a 5th item: pitch rolls, unused here)
         if target_energy:
             per_pair = magnitude(targets.double(), n_fft, hop).pow(2).flatten(2).mean(-1)  # (B, K)
             energy += (per_pair * known).sum(0)

@@ -25,6 +25,11 @@ step stay float32; compile wraps the stepping model in ``torch.compile`` (valida
 checkpoints use the plain module, whose parameters it shares). The defaults (fp32, no compile) run
 exactly the code path of before these knobs, bit for bit.
 
+Multi-pitch (``model.iass.pitch_weight`` > 0): the examples carry the targets' piano rolls, the
+loss gains the pitch head's masked BCE (``losses.py``), and history / metrics gain ``train_pitch``
+and ``valid_pitch``; with the default 0 none of this exists and the run is the run of before,
+bit for bit (its config, identity hash, history columns and checkpoints).
+
 Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
 DistributedDataParallel (``device.py``); each rank takes its share of every global batch,
 validation losses are summed over ranks, rank 0 writes the run directory, and the parameters'
@@ -128,7 +133,8 @@ class Trainer:
             raise ConfigError("no targets: set train.targets in params.yaml or pass --targets")
         self.spec = resolve_spec(kind, params, targets, self.sample_rate, self.hop)
         self.n_fft = int(self.spec.config["n_fft"])
-        self.chunks = cfg.chunk_config(targets, self.hop, self.sample_rate)
+        self.pitch_weight = self.spec.pitch_weight     # 0: no pitch head (the default)
+        self.chunks = cfg.chunk_config(targets, self.hop, self.sample_rate, pitch=self.pitch_weight > 0)
 
         self.d = init_distributed(backend_kind(cfg.device))
         self._check_data()
@@ -149,11 +155,19 @@ class Trainer:
         """Fail now, not after training, when the corpus or the config cannot support the run
         (:func:`~iass.training.preflight.check_data`)."""
         check_data(self)
+        if self.pitch_weight > 0:
+            from iass.training.pitch import check_pitch_labels
+
+            check_pitch_labels(self)
 
     # run directory ---------------------------------------------------------------------------
     def _identity(self) -> dict:
         """What must not change when resuming (everything but the budget)."""
         p = {k: v for k, v in self.params.items() if k in ("stft", "model")}
+        iass_p = (p.get("model") or {}).get("iass")
+        if isinstance(iass_p, dict) and "pitch_weight" in iass_p and not iass_p["pitch_weight"]:
+            # pitch_weight 0 written or left out: the same run (and the hash of before the knob)
+            p["model"] = {**p["model"], "iass": {k: v for k, v in iass_p.items() if k != "pitch_weight"}}
         p["train"] = {k: v for k, v in self.train_p.items() if k not in RESUME_MAY_CHANGE}
         if self.cfg.precision == "fp32":   # written or left out: the same run (and the same hash as before the knob)
             p["train"].pop("precision", None)
@@ -228,20 +242,25 @@ class Trainer:
         return autocast(self.cfg.precision, self.device)
 
     def _loss(self, model, batch):
-        mixture, targets, known, activity = (t.to(self.device, non_blocking=True) for t in batch)
+        mixture, targets, known, activity, *pitch = (t.to(self.device, non_blocking=True) for t in batch)
         mix_mag = magnitude(mixture, self.n_fft, self.hop, self.window)
         tgt_mag = magnitude(targets, self.n_fft, self.hop, self.window)
         with self._autocast():
-            estimate, logits = model(mix_mag)
+            estimate, logits, *pitch_logits = model(mix_mag)
             # the loss in float32 (its sums and counts; a no-op in fp32): a bf16 count of
             # labelled frames would round above 256
+            if self.pitch_weight > 0:
+                pitch_args = {"pitch_logits": pitch_logits[0].float(), "pitch_labels": pitch[0],
+                              "pitch_weight": self.pitch_weight}
+            else:
+                pitch_args = {}
             return separation_loss(estimate.float(), tgt_mag, known,
                                    None if logits is None else logits.float(), activity,
-                                   self.spec.activity_weight, self.target_weights)
+                                   self.spec.activity_weight, self.target_weights, **pitch_args)
 
     def validate(self, model) -> dict[str, float]:
         model.eval()
-        sums = [0.0, 0.0, 0.0, 0.0]  # mse*n, n, bce*m, m
+        sums = [0.0, 0.0, 0.0, 0.0] + ([0.0, 0.0] if self.pitch_weight > 0 else [])  # mse*n, n, bce*m, m[, pitch*c, c]
         with torch.no_grad():
             for batch in self._valid_loader():
                 terms = self._loss(model, batch)
@@ -249,10 +268,17 @@ class Trainer:
                 sums[1] += float(terms.mse_weight)
                 sums[2] += float(terms.bce) * float(terms.bce_weight)
                 sums[3] += float(terms.bce_weight)
+                if terms.pitch is not None:
+                    sums[4] += float(terms.pitch) * float(terms.pitch_weight)
+                    sums[5] += float(terms.pitch_weight)
         sums = all_reduce_sum(sums, self.d, self.device)
         mse = sums[0] / max(sums[1], 1.0)
         bce = sums[2] / max(sums[3], 1.0)
         model.train()
+        if self.pitch_weight > 0:
+            pitch = sums[4] / max(sums[5], 1.0)
+            return {"valid_loss": mse + self.spec.activity_weight * bce + self.pitch_weight * pitch,
+                    "valid_mse": mse, "valid_bce": bce, "valid_pitch": pitch}
         return {"valid_loss": mse + self.spec.activity_weight * bce, "valid_mse": mse, "valid_bce": bce}
 
     # the loop -------------------------------------------------------------------------------
@@ -293,7 +319,7 @@ class Trainer:
         self.stopper = EarlyStopping(cfg.patience)
         self.history: list[dict] = []
         self.best = {"loss": math.inf, "epoch": 0, "step": 0}
-        self.step, self.epoch_sums = 0, [0.0, 0.0, 0.0, 0]
+        self.step, self.epoch_sums = 0, self._zero_sums()
         self.target_weights = None
         if self.resume:
             if not self._resume():
@@ -367,6 +393,8 @@ class Trainer:
             sums[1] += terms.mse.item()
             sums[2] += terms.bce.item()
             sums[3] += 1
+            if terms.pitch is not None:
+                sums[4] += terms.pitch.item()
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}")
         bar.close()
@@ -387,7 +415,7 @@ class Trainer:
         """End of an epoch: validate, schedule, keep the best, checkpoint. True: stop early."""
         d, model, step = self.d, self.model, self.step
         broadcast_buffers(model, d)  # every rank evaluates rank 0's BatchNorm statistics
-        sums = all_reduce_sum(self.epoch_sums[:3], d, self.device)
+        sums = all_reduce_sum(self.epoch_sums[:3] + self.epoch_sums[4:], d, self.device)
         n = max(self.epoch_sums[3], 1) * d.world
         valid = self.validate(model)
         self.scheduler.step(valid["valid_loss"])
@@ -396,6 +424,7 @@ class Trainer:
         row = {
             "epoch": epoch, "step": step,
             "train_loss": sums[0] / n, "train_mse": sums[1] / n, "train_bce": sums[2] / n,
+            **({"train_pitch": sums[3] / n} if len(sums) > 3 else {}),
             **valid, "lr": self.optimizer.param_groups[0]["lr"],
             "epoch_seconds": round(time.perf_counter() - t0, 3),
             "ranks_in_sync": len(set(checksums)) == 1, "param_checksum": checksums[0],
@@ -406,16 +435,21 @@ class Trainer:
         improved = valid["valid_loss"] < self.best["loss"]
         if improved:
             self.best = {"loss": valid["valid_loss"], "epoch": epoch, "step": step}
-        self.epoch_sums = [0.0, 0.0, 0.0, 0]
+        self.epoch_sums = self._zero_sums()
         if d.main:
-            log.info("%s epoch %d step %d: train %.5g valid %.5g (mse %.5g bce %.4g) lr %.3g%s [%.1f s]",
+            pitch = f" pitch {row['valid_pitch']:.4g}" if "valid_pitch" in row else ""
+            log.info("%s epoch %d step %d: train %.5g valid %.5g (mse %.5g bce %.4g%s) lr %.3g%s [%.1f s]",
                      self.kind, epoch, step, row["train_loss"], row["valid_loss"], row["valid_mse"],
-                     row["valid_bce"], row["lr"], " best" if improved else "", row["epoch_seconds"])
+                     row["valid_bce"], pitch, row["lr"], " best" if improved else "", row["epoch_seconds"])
             self._checkpoint(improved, stop)
         barrier(d)
         if stop and d.main:
             log.info("early stopping: no improvement for %d epochs", self.stopper.patience)
         return stop
+
+    def _zero_sums(self) -> list:
+        """An epoch's running sums: loss, mse, bce, steps (and the pitch BCE with a pitch head)."""
+        return [0.0, 0.0, 0.0, 0] + ([0.0] if self.pitch_weight > 0 else [])
 
     def _checkpoint(self, improved: bool, stop: bool) -> None:
         if improved:
@@ -444,6 +478,7 @@ class Trainer:
             "best_valid_loss": best["loss"] if history else None, "best_epoch": best["epoch"],
             "best_step": best["step"],
             **{f"final_{k}": last.get(k) for k in ("train_loss", "valid_loss", "valid_mse", "valid_bce", "lr")},
+            **({"final_valid_pitch": last.get("valid_pitch")} if self.pitch_weight > 0 else {}),
             "train_seconds": round(sum(r.get("epoch_seconds", 0.0) for r in history), 3),
             "ranks_in_sync": all(r.get("ranks_in_sync", True) for r in history),
         }

@@ -13,9 +13,12 @@ Caching (our own keys; Prefect's result cache is off so nothing is stored twice)
   its presence: the files read through it are hashed by content). File content hashes are FULL xxh3-128 hashes of the bytes; a per-track
   stat cache (relative path, size, mtime_ns -> hash) lets an unchanged file skip re-hashing, so
   the digest is content-based (same on any machine) while a no-change rebuild only stats files.
-* ``label_key`` = hash of (input_digest, label method, label params, hop, LABEL_VERSION).
+* ``label_key`` = hash of (input_digest, label method, label params, hop, LABEL_VERSION; and
+  PITCH_VERSION for a track with pitch sources). The files of those sources (note events, f0
+  annotations) are source files of the track, in its input_digest.
 * Per track, ``<out>/.cache/tracks/<track_id>.json`` records both keys, the table rows and the
-  output sizes; ``<out>/.cache/activity/<track_id>.parquet`` its activity rows. Same input_digest
+  output sizes; ``<out>/.cache/activity/<track_id>.parquet`` its activity rows (and
+  ``.cache/notes/<track_id>.parquet`` its note events when it has pitch labels). Same input_digest
   and outputs present: no audio work. Same input_digest, other label_key: the labels are
   recomputed from the corpus' own WAVs (no source decode, no audio rewrite). An activity shard is
   rewritten only when the digest of its members changes (stored in the Parquet metadata).

@@ -10,6 +10,9 @@ from pathlib import Path
 from iass.io import atomic_write_json, file_digest, stable_hash
 from iass.pipelines import corpus_format as cf
 from iass.pipelines.build.config import BUILD_VERSION, CACHE_DIR, LABEL_VERSION, BuildConfig
+
+#: bump when pitch labels (pipelines/notes.py) change their output (relabels tracks with pitch)
+PITCH_VERSION = "1"
 from iass.pipelines.sources.base import SourceTrack, TrackRef
 from iass.pipelines.sources.resolve import is_path_option
 
@@ -19,12 +22,16 @@ class CachePaths:
         self.root = Path(out) / CACHE_DIR
         self.tracks = self.root / "tracks"
         self.activity = self.root / "activity"
+        self.notes = self.root / "notes"
 
     def record(self, track_id: str) -> Path:
         return self.tracks / f"{track_id}.json"
 
     def activity_file(self, track_id: str) -> Path:
         return self.activity / f"{track_id}.parquet"
+
+    def notes_file(self, track_id: str) -> Path:
+        return self.notes / f"{track_id}.parquet"
 
 
 def load_record(out: Path, track_id: str) -> dict | None:
@@ -40,7 +47,7 @@ def write_record(out: Path, track_id: str, rec: dict) -> None:
 
 
 def track_source_files(ref: TrackRef, track: SourceTrack, use_lab: bool) -> list[Path]:
-    files = {Path(s.path) for s in track.stems}
+    files = {Path(s.path) for s in track.stems} | {Path(p.path) for p in track.pitch_sources}
     for p in (track.mixture_path, track.note_labels_path,
               track.activation_conf_path if use_lab else None):
         if p is not None:
@@ -105,11 +112,16 @@ def input_digest(ref: TrackRef, file_hashes: dict[str, str], cfg: BuildConfig) -
     return stable_hash(key)
 
 
-def label_key(digest: str, method_hint: str, cfg: BuildConfig) -> str:
+def label_key(digest: str, method_hint: str, cfg: BuildConfig, pitch: bool = False) -> str:
+    """The labels' cache key; ``pitch``: the track has pitch sources (their labels are keyed by
+    PITCH_VERSION too; a track without keeps the key of every earlier build)."""
     # exact note labels depend on the hop only, not on the activation-confidence params
-    return stable_hash({"input": digest, "method": method_hint,
-                        "params": None if method_hint == "notes" else cfg.label_params,
-                        "hop": cfg.hop, "labels": LABEL_VERSION})
+    key = {"input": digest, "method": method_hint,
+           "params": None if method_hint == "notes" else cfg.label_params,
+           "hop": cfg.hop, "labels": LABEL_VERSION}
+    if pitch:
+        key["pitch"] = PITCH_VERSION
+    return stable_hash(key)
 
 
 def dir_mtime(ref: TrackRef) -> int:
@@ -150,7 +162,8 @@ def is_fresh(prev: dict | None, out: Path, track_id: str, shard: str, digest: st
             or not outputs_ok(out, prev.get("outputs", {}))):
         return False
     return label is None or (prev.get("label_key") == label
-                             and CachePaths(out).activity_file(track_id).exists())
+                             and CachePaths(out).activity_file(track_id).exists()
+                             and (not prev.get("pitch") or CachePaths(out).notes_file(track_id).exists()))
 
 
 def cached_record(ref: TrackRef, cfg: BuildConfig) -> dict | None:
@@ -162,7 +175,9 @@ def cached_record(ref: TrackRef, cfg: BuildConfig) -> dict | None:
     out = Path(cfg.out)
     track_id = cf.make_track_id(ref.source, ref.native_id)
     prev = load_record(out, track_id)
-    if not prev or "method_hint" not in prev:
+    # a record without pitch_hint predates pitch labels: whether the track has pitch sources
+    # (e.g. f0 files under annotations_dir) is only known by reading it
+    if not prev or "method_hint" not in prev or "pitch_hint" not in prev:
         return None
     root = Path(ref.root)
     outside = prev.get("outside") or {}
@@ -176,7 +191,7 @@ def cached_record(ref: TrackRef, cfg: BuildConfig) -> dict | None:
         return None
     if prev.get("dir_mtime_ns") != dir_mtime(ref) or not is_fresh(
             prev, out, track_id, cf.shard_of(track_id, cfg.num_shards), digest, cfg, ref.source,
-            label_key(digest, prev["method_hint"], cfg)):
+            label_key(digest, prev["method_hint"], cfg, bool(prev["pitch_hint"]))):
         return None
     prev.update(status="cached", pid=os.getpid())
     return prev

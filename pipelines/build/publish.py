@@ -57,9 +57,12 @@ def publish_corpus(cfg: BuildConfig, records: list[dict], rejects: list[dict], s
         stems_rows.extend(r["stems"])
     stems_rows.sort(key=lambda s: (s["track_id"], s["instrument"]))
     params = cfg.public_params()
+    pitched = [r for r in records if r.get("pitch")]  # tracks with pitch labels
+    pitch_rows = sorted((p for r in pitched for p in r["pitch"]),
+                        key=lambda p: (p["track_id"], p["instrument"]))
     version = corpus_version(tracks_rows, stems_rows,
                              [(r["track_id"], r["activity_digest"]) for r in records],
-                             rejects, params)
+                             rejects, params, [(r["track_id"], r["notes_digest"]) for r in pitched])
     taxonomy = load_taxonomy()
     sources_used = sorted({name for name, _ in cfg.sources})
     by_split = {s: sum(1 for t in tracks_rows if t["split"] == s) for s in SPLITS}
@@ -80,26 +83,37 @@ def publish_corpus(cfg: BuildConfig, records: list[dict], rejects: list[dict], s
         },
         "duplicates": split.duplicates,
     }
+    if pitched:  # (absent without pitch labels: the manifest of every earlier build)
+        manifest["counts"].update(pitch_tracks=len(pitched), pitch_instruments=len(pitch_rows),
+                                  notes=int(sum(p["num_notes"] for p in pitch_rows)))
     snap_rel = f"{SNAPSHOT_DIR}/{version[:16]}"
     manifest["snapshot"] = snap_rel
     snap = cf.CorpusLayout(out / snap_rel)
     shard_names = {r["shard"] for r in records}
+    pitch_shards = {r["shard"] for r in pitched} if pitched else None
     prior = None
     with contextlib.suppress(OSError, ValueError):
         prior = json.loads(layout.manifest.read_text())
     prior_layout = _snapshot_layout(out, prior)
-    unchanged = (prior == manifest and all(p.exists() for p in _table_files(snap, shard_names)))
+    unchanged = (prior == manifest
+                 and all(p.exists() for p in _table_files(snap, shard_names, pitch_shards)))
     shards = {"written": 0, "kept": 0, "removed": 0}
     if not unchanged:
         shards = write_activity_shards(out, records, cfg.num_shards, dest=snap.root,
                                        reuse=prior_layout.root if prior_layout else None)
+        write_notes_shards(out, pitched, dest=snap.root,
+                           reuse=prior_layout.root if prior_layout else None)
+        if pitched:
+            atomic_write_parquet(snap.pitch, _table(pitch_rows, cf.PITCH_SCHEMA))
+        elif snap.pitch.exists():
+            snap.pitch.unlink()
         atomic_write_parquet(snap.tracks, _table(tracks_rows, cf.TRACKS_SCHEMA))
         atomic_write_parquet(snap.stems, _table(stems_rows, cf.STEMS_SCHEMA))
         atomic_write_parquet(snap.rejects, _table(rejects, cf.REJECTS_SCHEMA))
         atomic_write_bytes(snap.taxonomy, Path(taxonomy.path).read_bytes())
         atomic_write_json(snap.manifest, manifest)
         atomic_write_json(layout.manifest, manifest)  # the commit: a manifest means a whole corpus
-    mirror_snapshot(out, snap, shard_names)
+    mirror_snapshot(out, snap, shard_names, pitch_shards)
     keep_dirs = {(r["shard"], Path(r["track"]["mixture_path"]).parent.name) for r in records}
     keep_snaps = {snap_rel}
     if prior and prior.get("snapshot") and prior != manifest:
@@ -115,6 +129,19 @@ def write_activity_shards(out: Path, records: list[dict], num_shards: int,
     """Assemble activity/part-<shard>.parquet under ``dest`` (a snapshot; default ``out``) from the
     per-track files; a shard whose members are unchanged is kept (``dest`` == ``reuse``) or hard
     linked from the previous snapshot ``reuse``, never rewritten."""
+    return _write_shards(out, records, dest, reuse, "activity_digest", cf.CorpusLayout.activity_part,
+                         cf.CorpusLayout.activity_dir.fget, CachePaths.activity_file, cf.ACTIVITY_SCHEMA)
+
+
+def write_notes_shards(out: Path, records: list[dict], dest: Path | None = None,
+                       reuse: Path | None = None) -> dict[str, int]:
+    """notes/part-<shard>.parquet of the ``records`` with pitch labels, as the activity shards."""
+    return _write_shards(out, records, dest, reuse, "notes_digest", cf.CorpusLayout.notes_part,
+                         cf.CorpusLayout.notes_dir.fget, CachePaths.notes_file, cf.NOTES_SCHEMA)
+
+
+def _write_shards(out: Path, records: list[dict], dest, reuse, digest_key: str, part_of, dir_of,
+                  cache_file_of, schema) -> dict[str, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -127,10 +154,10 @@ def write_activity_shards(out: Path, records: list[dict], num_shards: int,
     stats = {"written": 0, "kept": 0, "removed": 0}
     for shard, recs in sorted(by_shard.items()):
         recs = sorted(recs, key=lambda r: r["track_id"])
-        digest = stable_hash([(r["track_id"], r["activity_digest"]) for r in recs]).encode()
-        path = layout.activity_part(shard)
+        digest = stable_hash([(r["track_id"], r[digest_key]) for r in recs]).encode()
+        path = part_of(layout, shard)
         kept = False
-        for old in dict.fromkeys((path, previous.activity_part(shard))):
+        for old in dict.fromkeys((path, part_of(previous, shard))):
             try:
                 if old.exists() and (pq.read_schema(old).metadata or {}).get(SHARD_DIGEST_KEY) == digest:
                     if old != path:
@@ -142,13 +169,14 @@ def write_activity_shards(out: Path, records: list[dict], num_shards: int,
         if kept:
             stats["kept"] += 1
             continue
-        tables = [pq.read_table(cache.activity_file(r["track_id"])) for r in recs]
-        table = pa.concat_tables(tables).cast(cf.ACTIVITY_SCHEMA)
+        tables = [pq.read_table(cache_file_of(cache, r["track_id"])) for r in recs]
+        table = pa.concat_tables(tables).cast(schema)
         table = table.replace_schema_metadata({SHARD_DIGEST_KEY: digest})
         with atomic_path(path) as tmp:
             pq.write_table(table, str(tmp), compression="zstd")
         stats["written"] += 1
-    for p in layout.activity_dir.glob("part-*.parquet") if layout.activity_dir.exists() else []:
+    folder = dir_of(layout)
+    for p in folder.glob("part-*.parquet") if folder.exists() else []:
         if p.stem.removeprefix("part-") not in by_shard:
             p.unlink()
             stats["removed"] += 1
@@ -163,18 +191,24 @@ def _snapshot_layout(out: Path, manifest: dict | None) -> cf.CorpusLayout | None
     return cf.CorpusLayout(out / snap) if snap else cf.CorpusLayout(out)
 
 
-def _table_files(layout: cf.CorpusLayout, shards: Iterable[str]) -> list[Path]:
-    return [layout.tracks, layout.stems, layout.rejects, layout.taxonomy,
-            *(layout.activity_part(s) for s in sorted(set(shards)))]
+def _table_files(layout: cf.CorpusLayout, shards: Iterable[str],
+                 pitch_shards: Iterable[str] | None = None) -> list[Path]:
+    """The tables of a version; ``pitch_shards``: the notes shards (None: no pitch labels)."""
+    files = [layout.tracks, layout.stems, layout.rejects, layout.taxonomy,
+             *(layout.activity_part(s) for s in sorted(set(shards)))]
+    if pitch_shards is not None:
+        files += [layout.pitch, *(layout.notes_part(s) for s in sorted(set(pitch_shards)))]
+    return files
 
 
-def mirror_snapshot(out: Path, snap: cf.CorpusLayout, shards: Iterable[str]) -> None:
+def mirror_snapshot(out: Path, snap: cf.CorpusLayout, shards: Iterable[str],
+                    pitch_shards: Iterable[str] | None = None) -> None:
     """Make the root tables (tracks.parquet, activity/part-*, ...) hard links to the published
     snapshot, for tools that read the root directly; readers of :class:`Corpus` use the snapshot
     named in manifest.json, so they never see this step half done."""
     root = cf.CorpusLayout(out)
     shards = set(shards)
-    for src in _table_files(snap, shards):
+    for src in _table_files(snap, shards, pitch_shards):
         dst = root.root / src.relative_to(snap.root)
         try:
             if os.path.samefile(src, dst):
@@ -186,6 +220,13 @@ def mirror_snapshot(out: Path, snap: cf.CorpusLayout, shards: Iterable[str]) -> 
         for p in root.activity_dir.glob("part-*.parquet"):
             if p.stem.removeprefix("part-") not in shards:
                 p.unlink()
+    keep_notes = set(pitch_shards or ())
+    if root.notes_dir.exists():
+        for p in root.notes_dir.glob("part-*.parquet"):
+            if p.stem.removeprefix("part-") not in keep_notes:
+                p.unlink()
+    if pitch_shards is None and root.pitch.exists():
+        root.pitch.unlink()
 
 
 def _snapshot_tracks(layout: cf.CorpusLayout | None) -> set[tuple[str, str]]:
@@ -218,7 +259,8 @@ def _prune(out: Path, keep_ids: set[str], keep_dirs: set[tuple[str, str]],
             if not any(shard_dir.iterdir()):
                 shard_dir.rmdir()
     cache = CachePaths(out)
-    for folder, suffix in ((cache.tracks, ".json"), (cache.activity, ".parquet")):
+    for folder, suffix in ((cache.tracks, ".json"), (cache.activity, ".parquet"),
+                           (cache.notes, ".parquet")):
         if folder.exists():
             for p in folder.glob(f"*{suffix}"):
                 if p.name[: -len(suffix)] not in keep_ids:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -31,7 +31,7 @@ from iass.pipelines.build.cache import (
     write_record,
 )
 from iass.pipelines.build.config import BuildConfig, disk_error_message, is_disk_error
-from iass.pipelines.corpus_check import activity_digest
+from iass.pipelines.corpus_check import activity_digest, notes_digest
 from iass.pipelines.harmonize import HarmonizedTrack, harmonize, rms_db
 from iass.pipelines.sources.base import SourceAdapter, SourceTrack, TrackError, TrackRef, get_adapter
 from iass.pipelines.splits import audio_fingerprint
@@ -70,7 +70,11 @@ def _printable(text: str) -> str:
 
 
 def reject(ref: TrackRef, stage: str, path: str, reason: str, cfg: BuildConfig) -> dict:
-    roots = cfg.sources
+    from iass.pipelines.sources.resolve import is_path_option
+
+    # folders of path options (annotations_dir, metadata_dir) first: '<source>.<option>:'
+    roots = [(f"{ref.source}.{k}", str(v)) for k, v in sorted(cfg.options_of(ref.source).items())
+             if is_path_option(k) and v] + list(cfg.sources)
     one_line = " ".join(_scrub(_printable(str(reason)), roots).split())
     rj = {"source": ref.source, "native_id": _printable(ref.native_id),
           "path": _scrub(_printable(str(path)), roots), "stage": stage, "reason": one_line}
@@ -131,6 +135,7 @@ class ReadTrack:
     method_hint: str
     prev: dict | None
     audio_ok: bool          # the corpus' own audio of this input is there: only relabel
+    pitch_hint: bool = False  # the track has pitch sources
 
 
 @dataclass
@@ -139,6 +144,8 @@ class Labelled:
     table: Any              # pyarrow Table (ACTIVITY_SCHEMA)
     warnings: list[str]
     rec: dict | None = None  # the previous record (a relabel), else None
+    pitch: list = field(default_factory=list)  # PITCH_SCHEMA rows (instruments with known pitch)
+    notes: Any = None       # pyarrow Table (NOTES_SCHEMA) of those instruments, or None
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -162,19 +169,21 @@ def read_validate(ref: TrackRef, cfg: BuildConfig) -> ReadTrack | dict:
         method_hint = ("notes" if track.note_labels_path is not None else
                        "medleydb_lab" if cfg.use_medleydb_lab and track.activation_conf_path else
                        "activation_conf")
-        lkey = label_key(digest, method_hint, cfg)
+        pitch_hint = bool(track.pitch_sources)
+        lkey = label_key(digest, method_hint, cfg, pitch_hint)
         if is_fresh(prev, out, track_id, shard, digest, cfg, ref.source, lkey):
             if (prev.get("files") != files or prev.get("dir_mtime_ns") != dir_mtime(ref)
-                    or (prev.get("outside") or {}) != outside):
-                # only mtimes moved (touch, copy): refresh the stat cache
-                prev.update(files=files, dir_mtime_ns=dir_mtime(ref))
+                    or (prev.get("outside") or {}) != outside or prev.get("pitch_hint") != pitch_hint):
+                # only mtimes moved (touch, copy), or a record of before pitch labels: refresh it
+                prev.update(files=files, dir_mtime_ns=dir_mtime(ref), pitch_hint=pitch_hint)
                 if outside:
                     prev["outside"] = outside
                 write_record(out, track_id, prev)
             prev["status"] = "cached"
             return prev
         return ReadTrack(ref, adapter, track, track_id, shard, files, outside, digest, lkey,
-                         method_hint, prev, is_fresh(prev, out, track_id, shard, digest, cfg, ref.source))
+                         method_hint, prev, is_fresh(prev, out, track_id, shard, digest, cfg, ref.source),
+                         pitch_hint)
     except Exception as exc:  # noqa: BLE001 - one bad track must not stop the others
         return _failure(ref, stage, exc, cfg)
 
@@ -193,14 +202,20 @@ def harmonize_track(rt: ReadTrack, cfg: BuildConfig) -> HarmonizedTrack | dict:
 
 
 def label_track_step(rt: ReadTrack, harm: HarmonizedTrack | None, cfg: BuildConfig) -> Labelled | dict:
-    """Frame-level activity of every instrument: from ``harm`` (a new build) or from the corpus'
-    own WAVs of the previous record (only the label params changed)."""
+    """Frame-level activity of every instrument (and the pitch labels of the track): from ``harm``
+    (a new build) or from the corpus' own WAVs of the previous record (only the label params
+    changed)."""
+    from iass.pipelines.notes import track_pitch
+    from iass.pipelines.taxonomy import load_taxonomy
+
     try:
         if harm is not None:
             warnings = list(harm.warnings)
             method, table = label_track(rt.track, rt.track_id, harm.instruments, harm.source_stems,
                                         cf.num_frames(harm.num_samples, cfg.hop), cfg, warnings)
-            return Labelled(method, table, warnings)
+            pitch, notes = track_pitch(rt.track, rt.track_id, harm.source_stems, harm.num_samples,
+                                       cfg.sample_rate, load_taxonomy())
+            return Labelled(method, table, warnings, pitch=pitch, notes=notes if pitch else None)
         rec = dict(rt.prev)
         rows = rec["track"]
         out = Path(cfg.out)
@@ -211,7 +226,9 @@ def label_track_step(rt: ReadTrack, harm: HarmonizedTrack | None, cfg: BuildConf
         method, table = label_track(rt.track, rt.track_id, instruments, stems_of, n_frames, cfg,
                                     warnings)
         rows.update(activity_method=method, hop=cfg.hop, num_frames=n_frames, warnings=warnings)
-        return Labelled(method, table, warnings, rec=rec)
+        pitch, notes = track_pitch(rt.track, rt.track_id, stems_of, int(rows["num_samples"]),
+                                   int(rows["sample_rate"]), load_taxonomy())
+        return Labelled(method, table, warnings, rec=rec, pitch=pitch, notes=notes if pitch else None)
     except Exception as exc:  # noqa: BLE001
         return _failure(rt.ref, "label", exc, cfg)
 
@@ -237,6 +254,15 @@ def write_track(rt: ReadTrack, harm: HarmonizedTrack | None, lab: Labelled, cfg:
                    activity_rows=lab.table.num_rows)
         rec.pop("outside", None)
         rec.pop("options", None)
+        rec.pop("pitch", None)
+        rec.pop("notes_digest", None)
+        rec["pitch_hint"] = rt.pitch_hint
+        notes_file = CachePaths(out).notes_file(rt.track_id)
+        if lab.pitch:  # only a track with pitch labels has these keys (and a notes file)
+            rec.update(pitch=lab.pitch, notes_digest=notes_digest(lab.pitch, lab.notes))
+            atomic_write_parquet(notes_file, lab.notes)
+        elif notes_file.exists():
+            notes_file.unlink()
         if rt.outside:
             rec["outside"] = rt.outside
         options = cfg.options_of(ref.source)

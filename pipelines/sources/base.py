@@ -55,6 +55,15 @@ class SourceStem:
 
 
 @dataclass(frozen=True)
+class PitchSource:
+    """A file of pitch labels of a track (read by :mod:`iass.pipelines.notes`)."""
+
+    path: Path                      # the file (absolute)
+    kind: str                       # 'notes' (note events) | 'f0' (MedleyDB time,f0 rows)
+    stem_id: str | None = None      # the stem it annotates; None: the whole track (a stem column)
+
+
+@dataclass(frozen=True)
 class SourceTrack:
     source: str
     native_id: str
@@ -67,6 +76,7 @@ class SourceTrack:
     split: str | None = None        # a split the corpus declares ('train'|'valid'|'test'), else None
     activation_conf_path: Path | None = None   # MedleyDB-format _ACTIVATION_CONF.lab, if shipped
     note_labels_path: Path | None = None       # exact activity intervals (synth), if shipped
+    pitch_sources: tuple[PitchSource, ...] = ()  # note events / f0 annotations, if shipped
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)  # genre, origin, ...
     warnings: tuple[str, ...] = ()  # non-fatal findings while reading (recorded, not hidden)
 

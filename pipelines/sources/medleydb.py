@@ -23,6 +23,11 @@ Dataset card
   of marl/medleydb. A ``.lab`` beside the audio still wins. Six of those files (Phoenix_*) lack a
   column for one stem: the build then computes that track's labels from audio, with a warning,
   instead of rejecting the track (a packaged ``.lab`` is not checked by :meth:`validate`).
+- Pitch (optional): MedleyDB's monophonic f0 annotations ``Annotations/Pitch/<Id>_STEM_NN.csv``
+  (rows ``time,f0``) are read when ``annotations_dir`` points at ``Annotations`` (its ``Pitch/``
+  subfolder) or at ``Pitch`` itself; note events ``<Id>/<Id>_NOTES/<stem file name>.csv``
+  (``onset,offset,pitch,velocity``, one per stem, as the synthesizer writes them) beside the audio
+  win over f0 for their stem. Stems without either have unknown pitch.
 - Metadata semantics (read directly; the medleydb package is not on PyPI): yes/no fields are the
   strings 'yes'/'no'; a stem's ``instrument`` is a string or a list (primary label first);
   stem numbering (S01, S02, ...) is not always contiguous.
@@ -32,6 +37,7 @@ Label map, layout options, unannotated labels: ``datasets/sources/medleydb.yaml`
 """
 from __future__ import annotations
 
+import glob
 import importlib.util
 import re
 from functools import lru_cache
@@ -40,6 +46,7 @@ from typing import Any, ClassVar, Iterator
 
 from iass.pipelines.audio import read_yaml_mapping, safe_join
 from iass.pipelines.sources.base import (
+    PitchSource,
     SourceAdapter,
     SourceStem,
     SourceTrack,
@@ -50,6 +57,8 @@ from iass.pipelines.taxonomy import TaxonomyError
 
 METADATA_SUFFIX = "_METADATA.yaml"
 ACTIVATION_SUFFIX = "_ACTIVATION_CONF.lab"
+NOTES_SUFFIX = "_NOTES"           # <Id>_NOTES/<stem file name>.csv: note events per stem
+PITCH_FILE = re.compile(r"_STEM_(\d+)\.csv$")
 YES_NO_FIELDS = ("excerpt", "has_bleed", "instrumental")
 
 
@@ -157,6 +166,38 @@ class MedleyDBAdapter(SourceAdapter):
             candidates.append(packaged_annotations_dir() / name)
         return next((p for p in candidates if p.is_file()), None)
 
+    def _pitch_sources(self, root: Path, track_dir: Path, native_id: str,
+                       stems) -> tuple[PitchSource, ...]:
+        """Per-stem note files beside the audio, else MedleyDB f0 annotations under
+        ``annotations_dir`` (``Pitch/``, its version subfolders, or the folder itself). An f0
+        file of a stem number the metadata lacks is listed too (the build quarantines it)."""
+        out: dict[str, PitchSource] = {}
+        notes_dir = track_dir / f"{native_id}{NOTES_SUFFIX}"
+        for s in stems:
+            p = notes_dir / f"{Path(s.path).stem}.csv"
+            if p.is_file():
+                p = safe_join(root, notes_dir, p.name, native_id=native_id)  # a link must not lead out
+                out[s.stem_id] = PitchSource(p, "notes", s.stem_id)
+        if self.options.get("annotations_dir"):
+            ann = Path(self.options["annotations_dir"])
+            versions = [str(v) for v in (self.options.get("annotations_versions") or [])]
+            by_number = {}
+            for s in stems:
+                m = re.match(r"^[A-Za-z]*(\d+)$", s.stem_id)
+                if m:
+                    by_number[int(m[1])] = s.stem_id
+            for base in (ann / "Pitch", *(ann / "Pitch" / v for v in versions), ann):
+                files = sorted(base.glob(f"{glob.escape(native_id)}_STEM_*.csv")) if base.is_dir() else []
+                for f in files:
+                    m = PITCH_FILE.search(f.name)
+                    if not m or f.name[: m.start()] != native_id:
+                        continue
+                    stem_id = by_number.get(int(m[1]), f"S{int(m[1]):02d}")
+                    out.setdefault(stem_id, PitchSource(f, "f0", stem_id))
+                if files:
+                    break
+        return tuple(out[k] for k in sorted(out, key=_stem_sort_key))
+
     def _mixture(self, root: Path, track_dir: Path, native_id: str, meta: dict):
         """(mixture path or None, warnings). MedleyDB requires its mix; subclasses may sum."""
         mix_name = meta.get("mix_filename") or f"{native_id}_MIX.wav"
@@ -232,6 +273,7 @@ class MedleyDBAdapter(SourceAdapter):
             mixture_path=mixture_path,
             split=None,
             activation_conf_path=self._activation_conf(track_dir, native_id),
+            pitch_sources=self._pitch_sources(root, track_dir, native_id, stems),
             metadata=metadata,
             warnings=tuple(warnings),
         )

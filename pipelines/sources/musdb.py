@@ -15,6 +15,9 @@ Dataset card
   the rest of train/ -> 'train'.
 - ``other`` is not annotated: what it holds (guitars, keys, ...) is unknown, so activity labels
   of those instruments are unknown for MUSDB tracks, never inactive.
+- Pitch: MUSDB has none (unknown). A sidecar of note events, ``notes.csv`` in an HQ track folder
+  or ``<Artist - Title>.notes.csv`` beside a .stem.mp4 (``stem,onset,offset,pitch,velocity``; the
+  synthesizer's MUSDB layouts write it), is read as the track's pitch labels.
 - Overlap: the 100 DSD100 songs come from the Mixing Secrets library and 46 from MedleyDB; the
   corpus build deduplicates across sources.
 - Licence: research use (sigsep); nothing is downloaded here.
@@ -29,6 +32,7 @@ from typing import Any, ClassVar, Iterator
 from iass.errors import SourceError
 from iass.pipelines.audio import safe_join
 from iass.pipelines.sources.base import (
+    PitchSource,
     SourceAdapter,
     SourceStem,
     SourceTrack,
@@ -39,6 +43,10 @@ from iass.pipelines.taxonomy import TaxonomyError
 
 SPLIT_FOLDERS = ("train", "test")
 STEM_SUFFIX = ".stem.mp4"
+#: the pitch sidecar (not part of MUSDB; the synthesizer writes it): HQ <track>/notes.csv,
+#: stems <Artist - Title>.notes.csv beside the .stem.mp4; columns stem,onset,offset,pitch,velocity
+NOTES_FILE = "notes.csv"
+NOTES_SUFFIX = ".notes.csv"
 
 
 class MUSDBAdapter(SourceAdapter):
@@ -134,6 +142,12 @@ class MUSDBAdapter(SourceAdapter):
             mixture_stream = None
         else:
             mixture_path, mixture_stream = location, int(self.mixture_spec["stream"])
+        notes = (location / NOTES_FILE if kind == "hq"
+                 else location.with_name(native_id + NOTES_SUFFIX))
+        pitch_sources = ()
+        if notes.is_file():  # (safe_join: a link must not lead out of the root)
+            notes = safe_join(root, notes.parent, notes.name, native_id=native_id)
+            pitch_sources = (PitchSource(notes, "notes"),)
         split = ref.extra.get("split")
         if split is None and "split" not in ref.extra:
             parent = location.parent.name
@@ -148,5 +162,6 @@ class MUSDBAdapter(SourceAdapter):
             mixture_path=mixture_path,
             mixture_stream=mixture_stream,
             split=split,
+            pitch_sources=pitch_sources,
             metadata={"format": kind},
         )

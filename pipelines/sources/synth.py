@@ -16,6 +16,7 @@ Dataset card
 - Labels: stems are named by canonical instruments, so the label map
   (``datasets/sources/synth.yaml``) is the identity. Activity is exact: ``note_labels_path``
   points at ``notes.parquet`` (audio after a note's offset is zero beyond a 0.25 s release margin).
+  Pitch is exact too: the same notes are the track's pitch labels (``pitch_sources``).
 - No split is declared; the corpus build assigns one.
 - Licence: generated here; the soundfont is GPL-2 (TimGM6mb by Tim Brechbill).
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 from iass.pipelines.sources.base import (
+    PitchSource,
     SourceAdapter,
     SourceStem,
     SourceTrack,
@@ -97,6 +99,7 @@ class SynthAdapter(SourceAdapter):
             mixture_path=track_dir / MIXTURE_FILE,
             split=None,
             note_labels_path=notes if notes.exists() else None,
+            pitch_sources=(PitchSource(notes, "notes"),) if notes.exists() else (),
             metadata=metadata,
             warnings=() if notes.exists() else (f"{notes}: missing; activity must be computed from audio",),
         )

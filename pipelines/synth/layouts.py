@@ -9,7 +9,8 @@ Each writer produces exactly what the corpus' own release looks like, so the rea
     program of the stem, a key MedleyDB's own tools never read), ``<Id>_MIX.wav``,
     ``<Id>_STEMS/<Id>_STEM_NN.wav`` and
     ``<Id>_ACTIVATION_CONF.lab`` (``time,S01,...``, hop 2048 at 44.1 kHz, from the exact note
-    times: 1.0 where a note sounds in the frame's cell, else 0.0). Ids ``Synth_<Title>``,
+    times: 1.0 where a note sounds in the frame's cell, else 0.0) and the exact notes of each stem,
+    ``<Id>_NOTES/<stem file name>.csv`` (``onset,offset,pitch,velocity``: :func:`notes_csv`). Ids ``Synth_<Title>``,
     artist 'iass synth'. Raw entries are metadata only: the RAW audio would be a copy of the
     stem and no reader uses it, so ``<Id>_RAW/`` is not written.
 ``mixing_secrets``
@@ -19,15 +20,16 @@ Each writer produces exactly what the corpus' own release looks like, so the rea
     entries named after the kit pieces ('Kick', 'Snare', 'HiHat', 'Tom', 'Overheads').
 ``musdb-hq``
     ``<out>/{train,test}/<Artist - Title>/{mixture,drums,bass,other,vocals}.wav``; everything
-    that is not vocals, drums or bass is summed into ``other``. Sidecar
-    ``iass_render.json`` in the track folder: per MUSDB stem, the parts summed into it with
-    their soundfont (file, sha256) and GM program (MUSDB readers open only the five WAVs).
+    that is not vocals, drums or bass is summed into ``other``. Sidecars in the track folder:
+    ``iass_render.json`` (per MUSDB stem, the parts summed into it with their soundfont (file,
+    sha256) and GM program) and ``notes.csv`` (``stem,onset,offset,pitch,velocity``; ``other``
+    holds every other part's notes); MUSDB readers open only the five WAVs.
 ``musdb-stems``
     ``<out>/{train,test}/<Artist - Title>.stem.mp4``, AAC streams 0 mixture, 1 drums, 2 bass,
     3 other, 4 vocals, encoded by the ffmpeg binary of imageio-ffmpeg with bit-exact flags and
     one thread (the same bytes on every run). AAC is lossy: this is the one layout in which the
-    mixture is not exactly the sum of the stems. Sidecar ``<Artist - Title>.iass_render.json``
-    beside the ``.stem.mp4`` (the same content as in ``musdb-hq``).
+    mixture is not exactly the sum of the stems. Sidecars beside the ``.stem.mp4``:
+    ``<Artist - Title>.iass_render.json`` (as in ``musdb-hq``) and ``<Artist - Title>.notes.csv``.
 ``native``
     ``<out>/<track_id>/mixture.wav``, ``stems/<canonical instrument>.wav`` (32-bit float),
     ``notes.parquet`` (instrument, program, is_drum, pitch, velocity, onset_s, offset_s: the exact
@@ -184,6 +186,18 @@ def activation_lab_text(song: Song, stem_parts: list[list[str]], n_samples: int)
     return "\n".join(lines) + "\n"
 
 
+def notes_csv(song: Song, instruments_of: dict[str | None, list[str]]) -> str:
+    """Exact notes as CSV ``onset,offset,pitch,velocity`` (times in seconds, written with repr:
+    they read back to the same floats); ``instruments_of``: {stem: its instruments}, the key
+    ``None`` for a per-stem file (no ``stem`` column)."""
+    lines = ["onset,offset,pitch,velocity" if None in instruments_of else "stem,onset,offset,pitch,velocity"]
+    for stem, insts in instruments_of.items():
+        notes = sorted((n.onset, n.offset, n.pitch, n.velocity) for i in insts for n in song.part(i).notes)
+        lead = "" if stem is None else f"{stem},"
+        lines += [f"{lead}{on!r},{off!r},{p},{v}" for on, off, p, v in notes]
+    return "\n".join(lines) + "\n"
+
+
 def _yaml(doc: dict) -> str:
     import yaml
 
@@ -247,6 +261,8 @@ def write_medleydb(song: Song, stems: dict, mixture: np.ndarray, out: Path,
                                      "instrument": label, "raw": extra["raw"],
                                      RENDER_KEY: render_record(song, insts[0], fonts)}
         write_wav(track_dir / stem_dir / filename, stems[insts[0]], "PCM_24")
+        atomic_write_text(track_dir / f"{track_id}_NOTES" / f"{Path(filename).stem}.csv",
+                          notes_csv(song, {None: insts}))
     write_wav(track_dir / f"{track_id}_MIX.wav", mixture, "PCM_24")
     atomic_write_text(track_dir / f"{track_id}_ACTIVATION_CONF.lab",
                       activation_lab_text(song, [g[1] for g in groups], len(mixture)))
@@ -273,6 +289,14 @@ def musdb_render_sidecar(song: Song, stems: dict, fonts: dict | None) -> dict:
     return {"generator": ARTIST, "stems": out}
 
 
+def musdb_notes_of(stems: dict) -> dict[str, list[str]]:
+    """MUSDB stem -> the instruments summed into it (as :func:`musdb_stems`)."""
+    out: dict[str, list[str]] = {name: [] for name in MUSDB_STEMS}
+    for inst in stems:
+        out[MUSDB_OF.get(inst, "other")].append(inst)
+    return out
+
+
 def write_musdb_hq(song: Song, stems: dict, mixture: np.ndarray, out: Path,
                    fonts: dict | None = None) -> dict:
     split = musdb_split(song)
@@ -281,6 +305,7 @@ def write_musdb_hq(song: Song, stems: dict, mixture: np.ndarray, out: Path,
     for name, pcm in musdb_stems(song, stems).items():
         write_wav(track_dir / f"{name}.wav", pcm, "PCM_24")
     write_wav(track_dir / "mixture.wav", mixture, "PCM_24")
+    atomic_write_text(track_dir / "notes.csv", notes_csv(song, musdb_notes_of(stems)))
     return {"native_id": musdb_name(song), "split": split}
 
 
@@ -316,6 +341,8 @@ def write_musdb_stems(song: Song, stems: dict, mixture: np.ndarray, out: Path,
             if proc.returncode != 0:
                 err = proc.stderr.strip().splitlines()
                 raise AudioError(f"{path}: ffmpeg failed ({err[-1] if err else proc.returncode})")
+    atomic_write_text(path.with_name(f"{musdb_name(song)}.notes.csv"),
+                      notes_csv(song, musdb_notes_of(stems)))
     return {"native_id": musdb_name(song), "split": split}
 
 
