@@ -27,6 +27,7 @@ from iass.pipelines.taxonomy import load_taxonomy
 PARAMS = {"corpus": {"hop": 1024, "num_shards": 4, "workers": 1, "runner": "threads",
                      "splits": {"seed": 0, "song_level_artists": ["iass synth"]}}}
 SEED, SONGS, SECONDS = 5, 2, 3.0
+ARRANGEMENT = "real"   # the synthesizer's default (iass synth --arrangement)
 ADAPTER = {"medleydb": "medleydb", "mixing_secrets": "mixing_secrets", "musdb-hq": "musdb",
            "musdb-stems": "musdb", "native": "synth"}
 
@@ -45,12 +46,13 @@ def trees(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     for layout in layouts.LAYOUTS:
         synthesize(root / layout, layout, tracks=SONGS, duration=SECONDS, seed=SEED, workers=1,
-                   progress=False)
+                   progress=False, arrangement=ARRANGEMENT)
     return root
 
 
 def _songs():
-    return {compose_song(SEED, i, SECONDS).title: compose_song(SEED, i, SECONDS) for i in range(SONGS)}
+    songs = [compose_song(SEED, i, SECONDS, arrangement=ARRANGEMENT) for i in range(SONGS)]
+    return {song.title: song for song in songs}
 
 
 def _notes(song, instruments):
