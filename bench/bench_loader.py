@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-TRACKS, SECONDS, CHUNK_S, BATCH, WORKERS, BATCHES = 12, 30.0, 6.0, 8, 2, 12
+TRACKS, SECONDS, CHUNK_S, BATCH, WORKERS, BATCHES = 12, 30.0, 6.0, 8, 2, 40
 STEMS = ["lead_vocals", "drums", "electric_bass", "other"]
 
 
