@@ -23,6 +23,7 @@ Anything other than a batch of equal-shaped CPU tensor tuples, or a call outside
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -39,7 +40,8 @@ WAIT_S = 2.0           # longest wait for a free slot before falling back to def
 
 _NUMPY = {torch.float32, torch.float64, torch.float16, torch.bool, torch.uint8, torch.int8,
           torch.int16, torch.int32, torch.int64}  # dtypes numpy can view in place
-_ring = None           # the worker's ring (one per worker process)
+_ring = None           # the worker's ring (one per worker process; False: none could be allocated)
+log = logging.getLogger(__name__)
 _fence_lock = threading.Lock()
 
 
@@ -125,7 +127,7 @@ class _Lease:
     def __init__(self, storage, states: np.ndarray, slot: int):
         self.storage, self.states, self.slot = storage, states, slot
 
-    def __del__(self):
+    def __del__(self, _fence=_fence):
         _fence()          # every read of the slot happens before the worker may reuse it
         self.states[self.slot] = 0
 
@@ -166,11 +168,17 @@ def fill(make, indices):
         return [first] + [make(i) for i in indices[1:]]
     layout = _layout([first] * len(indices))
     slot = None
-    if layout is not None:
+    if layout is not None and _ring is not False:
         nbytes = _nbytes(layout)
         if _ring is None or _ring.slot_bytes < nbytes:
-            _ring = _Ring(-(-nbytes // ALIGN) * ALIGN)
-        slot = _ring.acquire()
+            try:
+                _ring = _Ring(-(-nbytes // ALIGN) * ALIGN)
+            except RuntimeError as exc:  # no room in /dev/shm for the ring: torch's own way
+                log.warning("no shared-memory ring for this worker (%s); batches go through "
+                            "default_collate", " ".join(str(exc).split())[:200])
+                _ring = False
+        if _ring:
+            slot = _ring.acquire()
     if slot is None:
         return [first] + [make(i) for i in indices[1:]]
     try:
