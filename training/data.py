@@ -217,7 +217,7 @@ class _CorpusDataset(Dataset):
         """The target's activity over the whole track (a bounded cache: one row per pair)."""
         key = (track_id, target)
         if key not in self._labels:
-            if len(self._labels) >= 4096:
+            if len(self._labels) >= 512:
                 self._labels.clear()
             self._labels[key] = self.corpus.read_activity(track_id, [target])[0]
         return self._labels[key]
