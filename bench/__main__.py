@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     names = args.names or default_names()
     sections, failed = [], 0
     load_before = load_average()
-    for name in names:
+    t_start = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+    info = machine()
+    for i, name in enumerate(names):
         name = name if name.startswith("bench_") or name in OTHER_BENCHES else f"bench_{name}"
         print(f"== {name}", flush=True)
         t0 = time.perf_counter()
@@ -110,19 +112,21 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - t0
         if isinstance(result, str):   # a bench with its own markdown table
             sections.append(f"## {name} ({status}, {wall:.1f} s)\n\n{result}\n")
-            continue
-        rows = "\n".join(f"| {k} | {fmt(v)} |" for k, v in (result or {}).items())
-        sections.append(f"## {name} ({status}, {wall:.1f} s)\n\n| metric | value |\n|---|---|\n{rows}\n")
-    info = machine()
-    load = f"load average {load_before} at the start, {load_average()} at the end"
-    header = (
-        "# Benchmark results\n\nWritten by `make bench` (`python -m bench`). Ratios compare against a "
-        "baseline measured in the same run on the same machine.\n\nMachine: "
-        + ", ".join(f"{k} {v}" for k, v in info.items())
-        + f"; {load}" + loaded_note(info.get("cores"))
-        + f"\n\nRun at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
-    )
-    Path(args.out).write_text(header + "\n".join(sections))
+        else:
+            rows = "\n".join(f"| {k} | {fmt(v)} |" for k, v in (result or {}).items())
+            sections.append(f"## {name} ({status}, {wall:.1f} s)\n\n| metric | value |\n|---|---|\n{rows}\n")
+        # written after every bench: a run cut short still leaves what it measured, marked partial
+        partial = "" if i == len(names) - 1 else (
+            f"PARTIAL: {i + 1} of {len(names)} benches so far (still running, or stopped).\n\n")
+        load = f"load average {load_before} at the start, {load_average()} at the end"
+        header = (
+            "# Benchmark results\n\nWritten by `make bench` (`python -m bench`). Ratios compare against a "
+            "baseline measured in the same run on the same machine.\n\nMachine: "
+            + ", ".join(f"{k} {v}" for k, v in info.items())
+            + f"; {load}" + loaded_note(info.get("cores"))
+            + f"\n\nRun at {t_start}.\n\n" + partial
+        )
+        Path(args.out).write_text(header + "\n".join(sections))
     print(f"wrote {args.out}; {len(names) - failed}/{len(names)} benchmarks ran")
     return 1 if failed else 0
 
