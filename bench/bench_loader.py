@@ -123,7 +123,8 @@ def train_step_rate() -> float:
         ((est - target).pow(2).mean() + logits.mean()).backward()
         opt.step()
 
-    return BATCH / timed(step, reps=1)
+    t = timed(step, reps=1)
+    return BATCH / (t[0] if isinstance(t, tuple) else t)  # bench_model.timed: seconds, or (best, worst)
 
 
 def main() -> dict:

@@ -24,6 +24,7 @@ may hold guitars, pianos, ...), in which case both its audio and its activity ar
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -297,7 +298,8 @@ class Corpus:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.pop("_raw_cache", None)  # open files stay with their process
+        state.pop("_raw_cache", None)  # open files and buffers stay with their process
+        state.pop("_scratch_buf", None)
         return state
 
     def read_mixture(self, track_id: str, start: int = 0, frames: int | None = None) -> np.ndarray:
@@ -336,17 +338,14 @@ class Corpus:
             if raw is None or raw.channels != out.shape[1]:
                 out += self.read_instrument(track_id, inst, start, len(out))
                 continue
-            if scratch is None:
-                scratch = self._scratch(out.shape)
+            if scratch is None:  # one buffer per reader, reused
+                buf = self.__dict__.get("_scratch_buf")
+                if buf is None or buf.size < out.size:
+                    buf = self.__dict__["_scratch_buf"] = np.empty(out.size, dtype=np.float32)
+                scratch = buf[: out.size].reshape(out.shape)
             raw.read_into(scratch, start)
             out += scratch
         return out
-
-    def _scratch(self, shape) -> np.ndarray:
-        buf = self.__dict__.get("_scratch_buf")
-        if buf is None or buf.size < int(np.prod(shape)):
-            buf = self._scratch_buf = np.empty(int(np.prod(shape)), dtype=np.float32)
-        return buf[: int(np.prod(shape))].reshape(shape)
 
     # activity ---------------------------------------------------------------------------
     def _activity_rows(self, track_id: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -448,7 +447,7 @@ class RawWav:
 
     @classmethod
     def open(cls, path: Path) -> "RawWav | None":
-        if sys.byteorder != "little":
+        if sys.byteorder != "little" or not hasattr(os, "preadv"):  # e.g. Windows: libsndfile
             return None
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -492,10 +491,8 @@ class RawWav:
             _close(fd)
 
     def __del__(self):
-        try:
+        with contextlib.suppress(OSError, TypeError, AttributeError):
             self.close()
-        except (OSError, TypeError, AttributeError):
-            pass
 
 
 def iter_activity_parts(root: str | Path) -> Iterable[Path]:
