@@ -53,34 +53,80 @@ def fmt(value) -> str:
     return str(value)
 
 
+#: benches outside the bench_*.py pattern: name -> module (its ``bench()`` returns a markdown table)
+OTHER_BENCHES = {"device": "bench.device"}
+
+
+def default_names() -> list[str]:
+    return sorted(p.stem for p in HERE.glob("bench_*.py")) + sorted(OTHER_BENCHES)
+
+
+def run_bench(name: str):
+    """One bench: a bench_*.py module's ``main()`` (a dict of metrics), or an OTHER_BENCHES
+    module's ``bench()`` (a markdown table)."""
+    if name in OTHER_BENCHES:
+        return importlib.import_module(OTHER_BENCHES[name]).bench()
+    return importlib.import_module(f"bench.{name}").main()
+
+
+def load_average() -> str:
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def loaded_note(cores) -> str:
+    """A warning in the header when other processes kept the cores busy (the 1-minute load
+    above the core count): wall-clock timings and their ratios are then noisy."""
+    try:
+        one_minute = os.getloadavg()[0]
+    except OSError:
+        return ""
+    if cores and one_minute > cores:
+        return (f". HEAVILY LOADED: {one_minute:.1f} runnable processes for {cores} cores at the end;"
+                " timings are noisy, see each bench's spread")
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("names", nargs="*", help="bench module names (default: all)")
+    parser.add_argument("names", nargs="*", help="bench names: bench_*.py modules and device (default: all)")
     parser.add_argument("--out", default=str(HERE / "results.md"))
     args = parser.parse_args(argv)
-    names = args.names or sorted(p.stem for p in HERE.glob("bench_*.py"))
+    names = args.names or default_names()
     sections, failed = [], 0
-    for name in names:
-        name = name if name.startswith("bench_") else f"bench_{name}"
+    load_before = load_average()
+    t_start = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+    info = machine()
+    for i, name in enumerate(names):
+        name = name if name.startswith("bench_") or name in OTHER_BENCHES else f"bench_{name}"
         print(f"== {name}", flush=True)
         t0 = time.perf_counter()
         try:
-            result = importlib.import_module(f"bench.{name}").main()
+            result = run_bench(name)
             status = "ok"
         except Exception:  # a broken benchmark is reported, the others still run
             traceback.print_exc()
             result, status, failed = {"error": traceback.format_exc(limit=3)}, "FAILED", failed + 1
         wall = time.perf_counter() - t0
-        rows = "\n".join(f"| {k} | {fmt(v)} |" for k, v in (result or {}).items())
-        sections.append(f"## {name} ({status}, {wall:.1f} s)\n\n| metric | value |\n|---|---|\n{rows}\n")
-    info = machine()
-    header = (
-        "# Benchmark results\n\nWritten by `make bench` (`python -m bench`). Ratios compare against a "
-        "baseline measured in the same run on the same machine.\n\nMachine: "
-        + ", ".join(f"{k} {v}" for k, v in info.items())
-        + f"\n\nRun at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
-    )
-    Path(args.out).write_text(header + "\n".join(sections))
+        if isinstance(result, str):   # a bench with its own markdown table
+            sections.append(f"## {name} ({status}, {wall:.1f} s)\n\n{result}\n")
+        else:
+            rows = "\n".join(f"| {k} | {fmt(v)} |" for k, v in (result or {}).items())
+            sections.append(f"## {name} ({status}, {wall:.1f} s)\n\n| metric | value |\n|---|---|\n{rows}\n")
+        # written after every bench: a run cut short still leaves what it measured, marked partial
+        partial = "" if i == len(names) - 1 else (
+            f"PARTIAL: {i + 1} of {len(names)} benches so far (still running, or stopped).\n\n")
+        load = f"load average {load_before} at the start, {load_average()} at the end"
+        header = (
+            "# Benchmark results\n\nWritten by `make bench` (`python -m bench`). Ratios compare against a "
+            "baseline measured in the same run on the same machine.\n\nMachine: "
+            + ", ".join(f"{k} {v}" for k, v in info.items())
+            + f"; {load}" + loaded_note(info.get("cores"))
+            + f"\n\nRun at {t_start}.\n\n" + partial
+        )
+        Path(args.out).write_text(header + "\n".join(sections))
     print(f"wrote {args.out}; {len(names) - failed}/{len(names)} benchmarks ran")
     return 1 if failed else 0
 

@@ -1,12 +1,17 @@
 """Model cost: IASS (paper and CPU presets) vs Open-Unmix, forward and training-step time on 6 s
 chunks, parameter counts, FLOPs (torch's FlopCounterMode) and achieved GFLOP/s as a fraction of
-this machine's float32 matmul peak measured in the same process.
+this machine's float32 matmul peak measured in the same process (the better of MKL's sgemm and
+oneDNN's; both reported), with the CPU's name, torch's kernel ISA and, where the CPU has bf16
+instructions, the step under bf16 autocast too. Threads: the cores this process may use; memory
+as the trainer keeps it (``keep_freed_memory``). Each time is the best of 3 after a warm-up;
+``*_spread`` is worst/best (the load of other processes).
 
     python -m bench model            # or: python bench/bench_model.py
 """
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import time
 
@@ -16,26 +21,89 @@ CHUNK_FRAMES = 6 * 44100 // 1024 + 1   # 6 s at hop 1024, center=True: 259 frame
 TARGETS6 = ["vocals", "drums", "bass", "electric_guitar", "acoustic_guitar", "piano"]
 
 
-def matmul_peak(n: int = 2048, reps: int = 6) -> float:
-    """Best float32 GFLOP/s of an n x n matmul (the reference for 'fraction of peak')."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
+def _best_gflops(fn, flop: float, reps: int, clock=time.perf_counter) -> float:
+    fn()
     best = 0.0
     for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return best
-
-
-def timed(fn, reps: int = 2) -> float:
-    fn()  # warm-up (allocator, oneDNN primitive cache)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        best = min(best, time.perf_counter() - t)
+        best = max(best, flop / (clock() - t) / 1e9)
     return best
+
+
+def matmul_peaks(n: int = 2048, reps: int = 10, clock=time.perf_counter) -> dict:
+    """Best float32 GFLOP/s of an n x n matmul (the reference for 'fraction of peak'), by the
+    two libraries torch computes with on CPU: MKL's sgemm (``a @ b``) and oneDNN (the same
+    product as a 1x1 convolution, the library of the network's convolutions). On an AMD EPYC
+    MKL's sgemm reaches about half of oneDNN's, so the reference is the better of the two; both
+    are reported. Also bf16 (oneDNN) where the CPU has bf16 instructions (not the reference)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    x, w = b.reshape(1, n, n, 1), a.reshape(n, n, 1, 1)
+    flop = 2 * n**3
+    out = {"mkl_sgemm_gflops": 0.0, "onednn_fp32_gflops": 0.0}
+    for _ in range(2):   # interleaved: a burst of load elsewhere hits both
+        out["mkl_sgemm_gflops"] = max(out["mkl_sgemm_gflops"], _best_gflops(lambda: a @ b, flop, reps // 2, clock))
+        out["onednn_fp32_gflops"] = max(out["onednn_fp32_gflops"],
+                                        _best_gflops(lambda: torch.nn.functional.conv2d(x, w), flop, reps // 2, clock))
+    out["matmul_peak_gflops"] = max(out["mkl_sgemm_gflops"], out["onednn_fp32_gflops"])
+    if cpu_has_bf16():
+        ab, bb = a.bfloat16(), b.bfloat16()
+        out["onednn_bf16_gflops"] = _best_gflops(lambda: ab @ bb, flop, reps // 2)
+    return out
+
+
+def cpu_has_bf16() -> bool:
+    """The CPU computes bfloat16 natively (AVX512_BF16 / AMX): bf16 autocast can pay."""
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def timed(fn, reps: int = 3, clock=time.perf_counter) -> tuple[float, float]:
+    """(best, worst) seconds of ``reps`` calls after a warm-up (allocator, oneDNN primitive
+    cache): the best is the machine's speed, worst/best the load's spread."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t = clock()
+        fn()
+        times.append(clock() - t)
+    return min(times), max(times)
+
+
+def one_thread_cpu_fractions(names=(("iass_paper", 2), ("iass_cpu_6", 4))) -> dict:
+    """The IASS training steps against the matmul peak, both on one thread and timed by that
+    thread's CPU time (``time.thread_time``): other processes on the machine take wall-clock
+    time from both, not CPU time, so this ratio holds on a loaded machine where the wall-clock
+    one does not."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        peaks = matmul_peaks(reps=6, clock=time.thread_time)
+        out = {f"one_thread_cpu.{k}": v for k, v in peaks.items() if k != "onednn_bf16_gflops"}
+        for name, batch in names:
+            torch.manual_seed(0)
+            model, n_fft = build(name)
+            mix = torch.rand(batch, 2, n_fft // 2 + 1, CHUNK_FRAMES)
+            target = torch.rand(batch, len(model.targets), 2, n_fft // 2 + 1, CHUNK_FRAMES)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                est, logits = model.train()(mix)
+                ((est - target).pow(2).mean() + logits.mean()).backward()
+                opt.step()
+
+            step_flops = flops(step)
+            t, _ = timed(step, reps=2, clock=time.thread_time)
+            out[f"one_thread_cpu.{name}.train_step_s"] = t
+            out[f"one_thread_cpu.{name}.train_step_peak_fraction"] = (
+                step_flops / t / 1e9 / peaks["matmul_peak_gflops"])
+    finally:
+        torch.set_num_threads(threads)
+    return out
 
 
 def flops(fn) -> float:
@@ -66,7 +134,9 @@ def build(name: str):
     raise KeyError(name)
 
 
-def measure(name: str, batch: int, peak: float) -> dict:
+def measure(name: str, batch: int, peak: float, bf16: bool = False) -> dict:
+    """Forward and training step of one model at ``batch`` 6 s chunks, as the trainer runs them
+    (fp32; with ``bf16`` also the step under bf16 autocast, ``train.precision: bf16``)."""
     from iass.training.iass_model import optimize_for_inference
 
     torch.manual_seed(0)
@@ -80,24 +150,30 @@ def measure(name: str, batch: int, peak: float) -> dict:
         with torch.no_grad():
             model.eval()(mix)
 
-    def step():
+    def step(precision: str = "fp32"):
         model.train()
         opt.zero_grad(set_to_none=True)
-        est, logits = model(mix)
-        loss = (est - target).pow(2).mean() + (logits.mean() if logits is not None else 0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            est, logits = model(mix)
+        loss = (est.float() - target).pow(2).mean() + (logits.float().mean() if logits is not None else 0)
         loss.backward()
         opt.step()
 
     out = {"params": sum(p.numel() for p in model.parameters()), "batch": batch}
     fwd_flops, step_flops = flops(forward), flops(step)
-    t_fwd, t_step = timed(forward), timed(step)
+    (t_fwd, _), (t_step, t_step_worst) = timed(forward), timed(step)
     out.update({
         "forward_gflop_per_chunk": fwd_flops / batch / 1e9,
         "forward_s": t_fwd, "forward_gflops": fwd_flops / t_fwd / 1e9,
-        "train_step_s": t_step, "train_step_gflops": step_flops / t_step / 1e9,
+        "train_step_s": t_step, "train_step_spread": t_step_worst / t_step,
+        "train_step_gflops": step_flops / t_step / 1e9,
     })
     out["forward_peak_fraction"] = out["forward_gflops"] / peak
     out["train_step_peak_fraction"] = out["train_step_gflops"] / peak
+    if bf16:   # the same FLOPs in bf16, against the fp32 peak
+        t_bf16, worst = timed(lambda: step("bf16"))
+        out.update({"train_step_bf16_s": t_bf16, "train_step_bf16_spread": worst / t_bf16,
+                    "train_step_bf16_peak_fraction": step_flops / t_bf16 / 1e9 / peak})
     if name.startswith("iass"):  # eval path used by inference: BN folded + channels-last
         fast = optimize_for_inference(copy.deepcopy(model))
 
@@ -105,20 +181,33 @@ def measure(name: str, batch: int, peak: float) -> dict:
             with torch.no_grad():
                 fast(mix)
 
-        t_fast = timed(forward_fast)
+        t_fast, _ = timed(forward_fast)
         out.update({"forward_optimized_s": t_fast, "forward_optimized_gflops": fwd_flops / t_fast / 1e9,
                     "forward_optimized_peak_fraction": fwd_flops / t_fast / 1e9 / peak})
     return out
 
 
 def main() -> dict:
-    peak = matmul_peak()
-    results: dict = {"matmul_peak_gflops": peak, "torch_threads": torch.get_num_threads()}
-    for name, batch in (("iass_paper", 2), ("umx_512", 2), ("iass_cpu_6", 4), ("umx_128_6", 4)):
-        r = measure(name, batch, peak)
-        for key, value in r.items():
-            results[f"{name}.{key}"] = value
-        print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
+    from bench.__main__ import cpu_model
+    from iass.training.run import keep_freed_memory
+
+    keep_freed_memory()              # as the trainer does on CPU (no page faults per step)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    try:
+        peaks = matmul_peaks()
+        peak = peaks["matmul_peak_gflops"]
+        bf16 = cpu_has_bf16()
+        results: dict = {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                         "cpu_bf16": bf16, "torch_threads": torch.get_num_threads(), **peaks}
+        for name, batch in (("iass_paper", 2), ("umx_512", 2), ("iass_cpu_6", 4), ("umx_128_6", 4)):
+            r = measure(name, batch, peak, bf16=bf16 and name.startswith("iass"))
+            for key, value in r.items():
+                results[f"{name}.{key}"] = value
+            print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
+        results.update(one_thread_cpu_fractions())
+    finally:
+        torch.set_num_threads(threads)
     results["iass_paper_vs_umx_512.train_step_time_ratio"] = (
         results["iass_paper.train_step_s"] / results["umx_512.train_step_s"])
     results["iass_cpu_6_vs_umx_128_6.train_step_time_ratio"] = (

@@ -354,6 +354,15 @@ def run(quick: bool = False, with_compile: bool = True) -> tuple[str, list[Row]]
     return table(rows), rows
 
 
+def bench() -> str:
+    """``python -m bench`` (``make bench``): the device check's table; on a CPU-only machine
+    its CUDA parts are rows saying why they were skipped and the small CPU version runs. Without
+    the CPU compile rows (30-60 s of compilation per model; ``python -m bench.device`` has them);
+    on a CUDA machine with them."""
+    text, _ = run(with_compile=torch.cuda.is_available())
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.device", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the smallest CPU-only version (seconds)")

@@ -37,10 +37,15 @@ overlaps the cell ``[t*hop - hop/2, t*hop + hop/2)`` (samples) around its centre
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
+import struct
+import sys
 import unicodedata
+from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -349,13 +354,42 @@ class Corpus(PitchReader):
 
     # audio ------------------------------------------------------------------------------
     def _read_wav(self, rel: str, start: int, frames: int | None) -> np.ndarray:
-        import soundfile as sf
+        """(frames, channels) float32 from ``start``; frames past the end are zeros."""
+        raw = self._raw_wav(rel)
+        if raw is None:  # not a plain float32 WAV: libsndfile
+            import soundfile as sf
 
-        data, sr = sf.read(
-            str(self.root / rel), start=start, frames=-1 if frames is None else frames,
-            dtype="float32", always_2d=True, fill_value=0.0 if frames is not None else None,
-        )
-        return data
+            data, sr = sf.read(
+                str(self.root / rel), start=start, frames=-1 if frames is None else frames,
+                dtype="float32", always_2d=True, fill_value=0.0 if frames is not None else None,
+            )
+            return data
+        n = max(raw.frames - start, 0) if frames is None else int(frames)
+        out = np.empty((n, raw.channels), dtype=np.float32)
+        raw.read_into(out, start)
+        return out
+
+    def _raw_wav(self, rel: str) -> "RawWav | None":
+        """The corpus' own WAVs (float32 little-endian, written by ``iass.io.write_wav``) are read
+        with one ``pread`` per chunk into the caller's array: no decoder, no re-open per chunk (a
+        bounded number of files stay open). Other WAVs: None (libsndfile reads them)."""
+        cache = self.__dict__.setdefault("_raw_cache", OrderedDict())
+        if rel in cache:
+            cache.move_to_end(rel)
+            return cache[rel]
+        raw = RawWav.open(self.root / rel)
+        if len(cache) >= RAW_OPEN_FILES:
+            old = cache.popitem(last=False)[1]
+            if old is not None:
+                old.close()
+        cache[rel] = raw
+        return raw
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_raw_cache", None)  # open files and buffers stay with their process
+        state.pop("_scratch_buf", None)
+        return state
 
     def read_mixture(self, track_id: str, start: int = 0, frames: int | None = None) -> np.ndarray:
         """(frames, 2) float32."""
@@ -371,12 +405,35 @@ class Corpus(PitchReader):
         return self._read_wav(rel, start, frames)
 
     def read_target(self, track_id: str, target: str, start: int = 0,
-                    frames: int | None = None) -> np.ndarray:
-        """Sum of the stems of ``target`` and its descendants (zeros when silent)."""
+                    frames: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """Sum of the stems of ``target`` and its descendants (zeros when silent); into ``out``
+        ((frames, 2) float32, overwritten) when given."""
         n = frames if frames is not None else self.track(track_id)["num_samples"] - start
-        out = np.zeros((max(int(n), 0), CHANNELS), dtype=np.float32)
-        for inst in self.target_instruments(track_id, target):
-            out += self.read_instrument(track_id, inst, start, n)
+        if out is None:
+            out = np.zeros((max(int(n), 0), CHANNELS), dtype=np.float32)
+        else:
+            out[:] = 0.0
+        self.add_instruments(out, track_id, self.target_instruments(track_id, target), start)
+        return out
+
+    def add_instruments(self, out: np.ndarray, track_id: str, instruments: Iterable[str],
+                        start: int = 0) -> np.ndarray:
+        """``out += `` each instrument's audio from ``start`` (``len(out)`` frames), in order:
+        the same sums as adding :meth:`read_instrument`'s arrays, through one scratch buffer."""
+        scratch = None
+        for inst in instruments:
+            rel = self._stem_paths.get(track_id, {}).get(inst)
+            raw = self._raw_wav(rel) if rel is not None else None
+            if raw is None or raw.channels != out.shape[1]:
+                out += self.read_instrument(track_id, inst, start, len(out))
+                continue
+            if scratch is None:  # one buffer per reader, reused
+                buf = self.__dict__.get("_scratch_buf")
+                if buf is None or buf.size < out.size:
+                    buf = self.__dict__["_scratch_buf"] = np.empty(out.size, dtype=np.float32)
+                scratch = buf[: out.size].reshape(out.shape)
+            raw.read_into(scratch, start)
+            out += scratch
         return out
 
     # activity ---------------------------------------------------------------------------
@@ -463,6 +520,68 @@ class Corpus(PitchReader):
         row = self.track(track_id)
         return (pl.scan_parquet(self.tables.activity_part(row["shard"]))
                 .filter(pl.col("track_id") == track_id).collect())
+
+
+#: corpus WAVs a reader keeps open (one descriptor each; no audio is cached)
+RAW_OPEN_FILES = 64
+
+
+class RawWav:
+    """An open RIFF/WAVE file of little-endian float32 samples (what ``iass.io.write_wav``
+    writes): its data chunk is read with ``os.preadv`` straight into a caller's float32 array,
+    the same values libsndfile returns for it."""
+
+    def __init__(self, fd: int, data_offset: int, frames: int, channels: int):
+        self.fd, self.data_offset, self.frames, self.channels = fd, data_offset, frames, channels
+
+    @classmethod
+    def open(cls, path: Path) -> "RawWav | None":
+        if sys.byteorder != "little" or not hasattr(os, "preadv"):  # e.g. Windows: libsndfile
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None           # libsndfile names the file in its error
+        try:
+            size = os.fstat(fd).st_size
+            head = os.pread(fd, 12, 0)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                raise ValueError
+            pos, fmt = 12, None
+            while pos + 8 <= size:
+                cid, csize = struct.unpack("<4sI", os.pread(fd, 8, pos))
+                if cid == b"fmt ":
+                    fmt = struct.unpack("<HHIIHH", os.pread(fd, 16, pos + 8))
+                elif cid == b"data":
+                    if fmt is None or fmt[0] != 3 or fmt[5] != 32 or fmt[1] < 1:
+                        raise ValueError  # not IEEE float32 (WAVE_FORMAT_IEEE_FLOAT)
+                    channels = fmt[1]
+                    nbytes = min(csize, size - pos - 8)
+                    return cls(fd, pos + 8, nbytes // (4 * channels), channels)
+                pos += 8 + csize + (csize & 1)
+            raise ValueError
+        except (OSError, ValueError, struct.error):
+            os.close(fd)
+            return None
+
+    def read_into(self, out: np.ndarray, start: int) -> None:
+        """``out`` (frames, channels) C-contiguous float32 <- frames from ``start``; zeros past the end."""
+        n = max(min(len(out), self.frames - start), 0)
+        if n:
+            view = memoryview(out[:n].reshape(-1).view(np.uint8))
+            got = os.preadv(self.fd, [view], self.data_offset + start * 4 * self.channels)
+            if got != view.nbytes:
+                raise OSError(f"short read of a corpus WAV ({got} of {view.nbytes} bytes)")
+        out[n:] = 0.0
+
+    def close(self, _close=os.close) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            _close(fd)
+
+    def __del__(self):
+        with contextlib.suppress(OSError, TypeError, AttributeError):
+            self.close()
 
 
 def iter_activity_parts(root: str | Path) -> Iterable[Path]:

@@ -53,10 +53,16 @@ WORKER_CONTEXT = "spawn"
 
 
 def loader_options(workers: int) -> dict:
-    """DataLoader keyword arguments for ``workers`` worker processes (0 = in the main process)."""
+    """DataLoader keyword arguments for ``workers`` worker processes (0 = in the main process).
+
+    Workers hand their batches over through a reused shared-memory ring
+    (:mod:`iass.training.shm_collate`), not a fresh shared block per batch."""
     if workers <= 0:
         return {"num_workers": 0}
-    return {"num_workers": int(workers), "multiprocessing_context": WORKER_CONTEXT, "prefetch_factor": 4}
+    from iass.training import shm_collate
+
+    return {"num_workers": int(workers), "multiprocessing_context": WORKER_CONTEXT,
+            "prefetch_factor": shm_collate.PREFETCH, "collate_fn": shm_collate.collate}
 
 
 @dataclass(frozen=True)
@@ -167,11 +173,15 @@ class _CorpusDataset(Dataset):
         self._corpus = None
         self._index: SplitIndex | None = None
         self._starts: dict[tuple[str, str], np.ndarray] = {}
+        self._labels: dict[tuple[str, str], np.ndarray] = {}
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_corpus"] = None  # polars tables and caches stay out of worker pickles
         state["_starts"] = {}
+        state["_labels"] = {}
+        state.pop("_slot_buf", None)
+        state.pop("_rest_buf", None)
         return state
 
     @property
@@ -209,18 +219,50 @@ class _CorpusDataset(Dataset):
     def _target_slot(self, track_id: str, target: str, start_frame: int):
         """Audio (L, 2) and labels (T,) of ``target`` in a track, from frame ``start_frame``."""
         cfg = self.cfg
-        audio = self.corpus.read_target(track_id, target, start_frame * cfg.hop, cfg.chunk_samples)
-        labels = self.corpus.read_activity(track_id, [target])[0]
-        return audio, _frames(labels, start_frame, cfg.num_frames)
+        audio = self.corpus.read_target(track_id, target, start_frame * cfg.hop, cfg.chunk_samples,
+                                        out=self._slot_buffer())
+        return audio, _frames(self._track_labels(track_id, target), start_frame, cfg.num_frames)
+
+    def _track_labels(self, track_id: str, target: str) -> np.ndarray:
+        """The target's activity over the whole track (a bounded cache: one row per pair)."""
+        key = (track_id, target)
+        if key not in self._labels:
+            if len(self._labels) >= 512:
+                self._labels.clear()
+            self._labels[key] = self.corpus.read_activity(track_id, [target])[0]
+        return self._labels[key]
+
+    def _slot_buffer(self) -> np.ndarray:
+        """The (L, 2) buffer a slot's audio is summed in before it is augmented into the example."""
+        return self._buffer("_slot_buf", (self.cfg.chunk_samples, CHANNELS))
+
+    def _buffer(self, name: str, shape) -> np.ndarray:
+        """A float32 work buffer kept by this process (reused: fresh pages cost more than the
+        work done in them; they stay out of worker pickles)."""
+        buf = self.__dict__.get(name)
+        if buf is None or buf.shape != shape:
+            buf = np.empty(shape, dtype=np.float32)
+            self.__dict__[name] = buf
+        return buf
+
+    def __getitems__(self, indices: list[int]):
+        """A batch (the DataLoader's batched fetch): in a worker process the examples are written
+        straight into a slot of its shared ring (:func:`iass.training.shm_collate.fill`)."""
+        from iass.training import shm_collate
+
+        return shm_collate.fill(self._write_item, indices)
+
+    def _write_item(self, index: int, out=None):
+        raise NotImplementedError
 
     def _rest_slot(self, track_id: str, start_frame: int) -> np.ndarray:
         cfg = self.cfg
-        out = np.zeros((cfg.chunk_samples, CHANNELS), dtype=np.float32)
-        for inst in self.index.info[track_id].rest:
-            out += self.corpus.read_instrument(track_id, inst, start_frame * cfg.hop, cfg.chunk_samples)
-        return out
+        out = self._slot_buffer()
+        out[:] = 0.0
+        return self.corpus.add_instruments(out, track_id, self.index.info[track_id].rest,
+                                           start_frame * cfg.hop)
 
-    def _example(self, slots: list[tuple[str, int]], rng: np.random.Generator | None):
+    def _example(self, slots: list[tuple[str, int]], rng: np.random.Generator | None, out=None):
         """slots: (track, start frame) for each target, then the rest slot.
 
         -> mixture (2, L), targets (K, 2, L), known (K,) bool, activity (K, T) with NaN unknown;
@@ -228,39 +270,48 @@ class _CorpusDataset(Dataset):
         (:meth:`Corpus.read_pitch`, frames past the track's end silent), NaN where unknown (the
         track has no pitch labels, an unpitched target, or the target is unknown in the example,
         ``known[k]`` False). Reading pitch draws nothing from ``rng``: the first four elements
-        are the same with pitch on or off."""
+        are the same with pitch on or off. Written into ``out`` (those arrays: a batch's row, see
+        :meth:`__getitems__`) when given."""
         cfg = self.cfg
         info = self.index.info
         k_targets = len(cfg.targets)
-        targets = np.zeros((k_targets, CHANNELS, cfg.chunk_samples), dtype=np.float32)
-        activity = np.zeros((k_targets, cfg.num_frames), dtype=np.float32)
-        known = np.ones(k_targets, dtype=bool)
-        pitch = np.full((k_targets, cfg.num_frames, _num_keys()), np.nan, dtype=np.float32) \
-            if cfg.pitch else None
+        if out is None:
+            out = (np.empty((CHANNELS, cfg.chunk_samples), dtype=np.float32),
+                   np.zeros((k_targets, CHANNELS, cfg.chunk_samples), dtype=np.float32),
+                   np.ones(k_targets, dtype=bool), np.zeros((k_targets, cfg.num_frames), dtype=np.float32))
+            if cfg.pitch:
+                out += (np.empty((k_targets, cfg.num_frames, _num_keys()), dtype=np.float32),)
+        mixture, targets, known, activity = out[:4]
+        pitch = out[4] if cfg.pitch else None
+        known[:] = True
+        if pitch is not None:
+            pitch[:] = np.nan
         for k, (target, (tid, start)) in enumerate(zip(cfg.targets, slots[:-1])):
             if target in info[tid].unknown_targets:  # only without track mixing
                 known[k] = False
                 activity[k] = np.nan
+                targets[k] = 0.0
                 continue
             audio, labels = self._target_slot(tid, target, start)
-            targets[k] = self._augment(audio, rng).T
+            self._augment(audio, rng, out=targets[k])
             activity[k] = labels
             if pitch is not None:
                 pitch[k] = self._pitch_slot(tid, target, start)
         rest_tid, rest_start = slots[-1]
-        rest = self._augment(self._rest_slot(rest_tid, rest_start), rng).T
+        rest = self._augment(self._rest_slot(rest_tid, rest_start), rng, out=self._buffer("_rest_buf", (CHANNELS, cfg.chunk_samples)))
         for k, target in enumerate(cfg.targets):
             if target in info[rest_tid].unknown_targets:
                 # the rest slot may hold this target (e.g. a piano inside MUSDB's `other`)
                 known[k] = False
                 activity[k] = np.nan
-        mixture = targets.sum(0) + rest
-        out = (torch.from_numpy(mixture), torch.from_numpy(targets), torch.from_numpy(known),
-               torch.from_numpy(activity))
+        np.sum(targets, axis=0, out=mixture)
+        mixture += rest
+        result = (torch.from_numpy(mixture), torch.from_numpy(targets), torch.from_numpy(known),
+                  torch.from_numpy(activity))
         if pitch is not None:
             pitch[~known] = np.nan
-            out += (torch.from_numpy(pitch),)
-        return out
+            result += (torch.from_numpy(pitch),)
+        return result
 
     def _pitch_slot(self, track_id: str, target: str, start_frame: int) -> np.ndarray:
         """(T, 88) float32 roll of ``target`` in a track from ``start_frame``; NaN if unknown."""
@@ -270,15 +321,22 @@ class _CorpusDataset(Dataset):
             return np.full((cfg.num_frames, _num_keys()), np.nan, dtype=np.float32)
         return roll.astype(np.float32)
 
-    def _augment(self, audio: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
-        """Open-Unmix's source augmentations: a random gain, then a channel swap with p = 0.5."""
+    def _augment(self, audio: np.ndarray, rng: np.random.Generator | None,
+                 out: np.ndarray | None = None) -> np.ndarray:
+        """Open-Unmix's source augmentations: a random gain, then a channel swap with p = 0.5.
+
+        audio (L, 2) -> (2, L) float32, written into ``out`` when given (one pass, no copies)."""
+        if out is None:
+            out = np.empty(audio.shape[::-1], dtype=np.float32)
+        src = audio.T
         if rng is None:
-            return audio
+            np.copyto(out, src)
+            return out
         lo, hi = self.cfg.gain
-        audio = audio * np.float32(lo + rng.random() * (hi - lo))
+        gain = np.float32(lo + rng.random() * (hi - lo))
         if self.cfg.channel_swap and rng.random() < 0.5:
-            audio = audio[:, ::-1]
-        return np.ascontiguousarray(audio, dtype=np.float32)
+            src = src[::-1]
+        return np.multiply(src, gain, out=out)
 
 
 def _num_keys() -> int:
@@ -328,8 +386,11 @@ class TrainChunks(_CorpusDataset):
         return slots, rng
 
     def __getitem__(self, index: int):
+        return self._write_item(index)
+
+    def _write_item(self, index: int, out=None):
         slots, rng = self.plan(index)
-        return self._example(slots, rng if self.augment else None)
+        return self._example(slots, rng if self.augment else None, out)
 
 
 class ValidChunks(_CorpusDataset):
@@ -357,8 +418,11 @@ class ValidChunks(_CorpusDataset):
         return len(self.items)
 
     def __getitem__(self, index: int):
+        return self._write_item(index)
+
+    def _write_item(self, index: int, out=None):
         slot = self.items[index]
-        return self._example([slot] * (len(self.cfg.targets) + 1), None)
+        return self._example([slot] * (len(self.cfg.targets) + 1), None, out)
 
 
 class StepBatchSampler(Sampler):
