@@ -8,10 +8,14 @@ activity frames), NaN where unknown in the training examples (``ChunkConfig.pitc
 """
 from __future__ import annotations
 
+import logging
+
 from iass.errors import ConfigError
 from iass.training.iass_model import PITCH_KEYS, PITCH_LOW
 
 __all__ = ["PITCH_KEYS", "PITCH_LOW", "check_pitch_labels", "pitch_tracks"]
+
+log = logging.getLogger(__name__)
 
 
 def pitch_tracks(corpus, split: str, targets) -> dict[str, list[str]]:
@@ -24,8 +28,6 @@ def check_pitch_labels(tr) -> None:
     """Some target has known pitch in the train and the valid split of ``tr``'s corpus (else a
     ConfigError naming model.iass.pitch_weight); a target without any is logged, not an error
     (drums: no pitch target; its pitch loss is masked out)."""
-    import logging
-
     corpus = tr.corpus
     for split in ("train", "valid"):
         known = pitch_tracks(corpus, split, tr.spec.targets)
@@ -38,6 +40,6 @@ def check_pitch_labels(tr) -> None:
         if split == "train" and tr.d.main:
             missing = [t for t, ids in known.items() if not ids]
             if missing:
-                logging.getLogger(__name__).info(
+                log.info(
                     "pitch head: no known pitch for %s in the train split (masked out of the pitch loss)",
                     ", ".join(missing))
