@@ -86,6 +86,8 @@ test: $(EDITABLE)
 test-fast: $(EDITABLE)
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 
+# every bench/bench_*.py and the device check (bench/device.py; on a CPU-only machine its CUDA
+# rows say why they were skipped); bench/results.md is rewritten after each bench
 bench: $(EDITABLE)
 	$(BIN)/python -m bench
 
