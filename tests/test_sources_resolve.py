@@ -28,7 +28,7 @@ def prefect_harness():
     """One temporary Prefect server for the module (starting one per flow run costs ~15 s)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):   # a loaded 2-core machine starts it slowly
         yield
 
 

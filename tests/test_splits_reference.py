@@ -153,7 +153,7 @@ def test_a_build_without_musdb_keeps_musdb_songs_in_musdb_split(tmp_path, monkey
     for key, value in B.prefect_defaults().items():
         monkeypatch.setenv(key, os.environ.get(key, value))
     out = tmp_path / "corpus"
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):   # a loaded 2-core machine starts it slowly
         assert main(["corpus", "build", "--params", str(params), "--out", str(out), "--no-progress"]) == 0
     tracks = pq.read_table(out / "tracks.parquet").to_pandas().set_index("native_id")
     assert tracks.loc["MusicDelta_80sRock", "split"] == "train"          # MUSDB train

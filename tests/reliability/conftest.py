@@ -25,7 +25,7 @@ def prefect_api():
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):   # a loaded 2-core machine starts it slowly
         yield PREFECT_API_URL.value()
 
 
