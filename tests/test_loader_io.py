@@ -16,7 +16,8 @@ import torch
 
 from corpus_fixtures import write_fixture_corpus
 from iass.io import write_wav
-from iass.pipelines.corpus_format import Corpus, RawWav
+from iass.pipelines.corpus_format import Corpus
+from iass.pipelines.raw_wav import RawWav
 from iass.training.data import ChunkConfig, StepBatchSampler, TrainChunks, ValidChunks, loader_options
 
 HOP = 256
