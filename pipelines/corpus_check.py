@@ -64,6 +64,22 @@ def corpus_version(tracks: list[dict], stems: list[dict], activity: list[tuple[s
     return stable_hash(key)
 
 
+def _read_table(path: Path, schema, schema_name: str, what: str, problems: list[str]):
+    """The Parquet table at ``path`` when it reads and has ``schema`` (corpus_format's
+    ``schema_name``); otherwise None, with the problem appended (``what`` names the file)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - any pyarrow failure means a corrupt table
+        problems.append(f"{path}: unreadable{what} ({str(exc).splitlines()[0]})")
+        return None
+    if not table.schema.remove_metadata().equals(schema):
+        problems.append(f"{path}: schema differs from corpus_format.{schema_name}")
+        return None
+    return table
+
+
 def _rows(path: Path) -> list[dict]:
     import pyarrow.parquet as pq
 
@@ -121,13 +137,8 @@ def validate_corpus(root: str | Path, progress: bool = True) -> list[str]:
     shards = {t["shard"] for t in tracks.values()}
     for shard in sorted(shards):
         path = layout.activity_part(shard)
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"{path}: unreadable activity shard ({str(exc).splitlines()[0]})")
-            continue
-        if not table.schema.remove_metadata().equals(cf.ACTIVITY_SCHEMA):
-            problems.append(f"{path}: schema differs from corpus_format.ACTIVITY_SCHEMA")
+        table = _read_table(path, cf.ACTIVITY_SCHEMA, "ACTIVITY_SCHEMA", " activity shard", problems)
+        if table is None:
             continue
         ids = table.column("track_id").to_pylist()
         # rows of one track are contiguous (the writer concatenates per-track tables)
@@ -166,17 +177,10 @@ def validate_corpus(root: str | Path, progress: bool = True) -> list[str]:
 def _check_notes(layout: cf.CorpusLayout, tracks: dict, problems: list[str]):
     """The pitch labels (pitch.parquet, notes shards), if any: schemas, tracks, digests. Returns
     ([(track_id, notes digest)], shards holding notes) or ([], None) when there are none."""
-    import pyarrow.parquet as pq
-
     if not layout.pitch.exists():
         return [], None
-    try:
-        pitch = pq.read_table(layout.pitch)
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"{layout.pitch}: unreadable ({str(exc).splitlines()[0]})")
-        return [], None
-    if not pitch.schema.remove_metadata().equals(cf.PITCH_SCHEMA):
-        problems.append(f"{layout.pitch}: schema differs from corpus_format.PITCH_SCHEMA")
+    pitch = _read_table(layout.pitch, cf.PITCH_SCHEMA, "PITCH_SCHEMA", "", problems)
+    if pitch is None:
         return [], None
     by_track: dict[str, list[dict]] = {}
     for r in pitch.to_pylist():
@@ -187,13 +191,8 @@ def _check_notes(layout: cf.CorpusLayout, tracks: dict, problems: list[str]):
     notes = []
     for shard in shards:
         path = layout.notes_part(shard)
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"{path}: unreadable notes shard ({str(exc).splitlines()[0]})")
-            continue
-        if not table.schema.remove_metadata().equals(cf.NOTES_SCHEMA):
-            problems.append(f"{path}: schema differs from corpus_format.NOTES_SCHEMA")
+        table = _read_table(path, cf.NOTES_SCHEMA, "NOTES_SCHEMA", " notes shard", problems)
+        if table is None:
             continue
         ids = np.asarray(table.column("track_id").to_pylist(), dtype=object)
         for tid in sorted(t for t in by_track if t in tracks and tracks[t]["shard"] == shard):
