@@ -37,7 +37,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from iass.pipelines.corpus_format import num_frames
+from iass.pipelines.corpus_format import interval_frames, num_frames
 
 DEFAULT_LABEL_PARAMS = {
     "win": 4096,
@@ -209,21 +209,16 @@ def _stem_key(stem_id: str) -> str:
 # ---------------------------------------------------------------------------------- exact notes
 def intervals_to_frames(intervals: Iterable[tuple[float, float]], n_frames: int, hop: int,
                         sample_rate: int) -> np.ndarray:
-    """Boolean (T,): frame t active when an interval [on, off) s overlaps [t*hop - hop/2, t*hop + hop/2)."""
+    """Boolean (T,): frame t active when an interval [on, off) s overlaps [t*hop - hop/2, t*hop + hop/2)
+    (the frame rule of :func:`~iass.pipelines.corpus_format.interval_frames`, shared with the
+    pitch rolls)."""
     active = np.zeros(n_frames, dtype=bool)
-    for on, off in intervals:
-        if not off > on:
-            continue
-        a = on * sample_rate
-        b = off * sample_rate
-        # overlap (strict) of [a, b) with [t*hop - hop/2, t*hop + hop/2)
-        first = int(np.floor((a + hop / 2) / hop))
-        if (first * hop + hop / 2) <= a:
-            first += 1
-        last = int(np.ceil((b - hop / 2) / hop))
-        if (last * hop - hop / 2) >= b:
-            last -= 1
-        lo, hi = max(first, 0), min(last, n_frames - 1)
+    intervals = list(intervals)
+    if not intervals:
+        return active
+    on, off = np.asarray(intervals, dtype=np.float64).reshape(-1, 2).T
+    first, last = interval_frames(on, off, hop, sample_rate)
+    for lo, hi in zip(np.maximum(first, 0).tolist(), np.minimum(last, n_frames - 1).tolist()):
         if hi >= lo:
             active[lo: hi + 1] = True
     return active
