@@ -123,8 +123,8 @@ def train_step_rate() -> float:
         ((est - target).pow(2).mean() + logits.mean()).backward()
         opt.step()
 
-    t = timed(step, reps=1)
-    return BATCH / (t[0] if isinstance(t, tuple) else t)  # bench_model.timed: seconds, or (best, worst)
+    best, _ = timed(step, reps=1)
+    return BATCH / best
 
 
 def main() -> dict:
