@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-PITCH_LOW = 21             # MIDI note of key 0
+from iass.pipelines.corpus_format import PITCH_MIN as PITCH_LOW   # MIDI note of key 0 (the corpus' rolls)
 THRESHOLD = 0.5            # key probability -> on
 METRICS = ("precision", "recall", "accuracy", "f")
 ROW_METRICS = tuple(f"pitch_{m}" for m in METRICS)

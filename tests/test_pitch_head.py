@@ -199,3 +199,12 @@ def test_pitch_weight_zero_is_the_network_of_before():
     mag = torch.rand(2, 2, 257, 9)
     est, logits, pitch_logits = ModelSpec("iass", on, TARGETS).build()(mag)
     assert tuple(pitch_logits.shape) == (2, 3, 9, 88) and tuple(logits.shape) == (2, 3, 9)
+
+
+def test_the_head_predicts_the_corpus_keys():
+    """The pitch head's keys are the corpus' piano-roll keys (kept apart only so that importing
+    the model does not load pyarrow)."""
+    from iass.pipelines import corpus_format as cf
+    from iass.training.iass_model import PITCH_KEYS, PITCH_LOW
+
+    assert (PITCH_LOW, PITCH_KEYS) == (cf.PITCH_MIN, cf.NUM_KEYS)

@@ -41,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 BN_MOMENTUM = 0.1  # block.py: batchNorm_momentum
+# the corpus' piano roll (corpus_format.PITCH_MIN, NUM_KEYS; not imported: it loads pyarrow)
 PITCH_LOW = 21     # MIDI note of the pitch head's first key (A0)
 PITCH_KEYS = 88    # MIDI 21..108, the piano's keys
 
