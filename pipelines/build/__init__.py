@@ -73,9 +73,8 @@ from iass.pipelines.build.run import prefect_defaults, prefect_environment, pref
 from iass.pipelines.build.steps import activity_table, label_track, run_track
 
 #: names of .flow, imported on first access (they import Prefect)
-_FLOW_NAMES = {"build_corpus", "process_track", "process_track_impl", "discover_source",
-               "split_guard", "publish_task", "read_validate", "harmonize", "label", "write",
-               "task_runner", "STEP_TASKS"}
+_FLOW_NAMES = {"build_corpus", "process_track", "discover_source",
+               "split_guard", "publish_task", "task_runner"}
 
 __all__ = [
     "BUILD_VERSION", "CACHE_DIR", "DISK_ERRNOS", "LABEL_VERSION", "LOCK_NAME", "SHARD_DIGEST_KEY",

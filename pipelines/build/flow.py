@@ -5,9 +5,11 @@ Task runs, as the Prefect UI and logs show them:
 
 * ``discover`` (per source)
 * ``process-track`` (one per track that the content cache cannot settle, run name
-  ``track-<source>-<id>``), whose steps are nested task runs ``read-validate``, ``harmonize``,
-  ``label`` and ``write`` (run names ``<step>-<source>-<id>``); a quarantined track stops at the
-  step that found the problem, which logs the one-line reason
+  ``track-<source>-<id>``): read + validate, harmonize, label and write, as plain calls (each
+  step's time in the result's ``step_s`` and the debug log); a quarantined track stops at the
+  step that found the problem, which logs the one-line reason and names the step (``stage``).
+  The steps were nested task runs once: on 2 cores their API traffic (~50 ms of the machine's CPU
+  per task run, server included) cost more than a step of a 1-minute track (docs/speed.md)
 * ``split-guard``, then ``publish`` (tables, activity shards, manifest: the commit)
 """
 from __future__ import annotations
@@ -21,7 +23,6 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from iass.pipelines.build import steps
 from iass.pipelines.build.config import BuildConfig, BuildError, disk_error_message, is_disk_error
 from iass.pipelines.build.lock import build_lock
 from iass.pipelines.build.publish import publish_corpus
@@ -42,33 +43,9 @@ def discover_source(name: str, root: str, options: dict | None = None) -> list[T
     return discover_plain(name, root, options)
 
 
-read_validate = task(name="read-validate", retries=0, **_TASK)(steps.read_validate)
-harmonize = task(name="harmonize", retries=0, **_TASK)(steps.harmonize_track)
-label = task(name="label", retries=0, **_TASK)(steps.label_track_step)
-write = task(name="write", retries=0, **_TASK)(steps.write_track)
-STEP_TASKS = {steps.read_validate: read_validate, steps.harmonize_track: harmonize,
-              steps.label_track_step: label, steps.write_track: write}
-
-
-def task_step(fn, *args):
-    """Run one step of a track as its nested Prefect task (plain call outside a task run)."""
-    from prefect.context import TaskRunContext
-
-    if TaskRunContext.get() is None:  # e.g. process_track.fn(...) called directly
-        return fn(*args)
-    t = STEP_TASKS[fn]
-    ref = args[0] if isinstance(args[0], TrackRef) else args[0].ref
-    return t.with_options(task_run_name=f"{t.name}-{ref.source}-{ref.native_id}"[:100])(*args)
-
-
 @task(name="process-track", retries=0, **_TASK)
 def process_track(ref: TrackRef, cfg: BuildConfig) -> dict:
     """read + validate -> harmonize -> label -> write, for one track (cached; see the package doc)."""
-    return run_track(ref, cfg, task_step)
-
-
-def process_track_impl(ref: TrackRef, cfg: BuildConfig) -> dict:
-    """The same steps as plain function calls (no Prefect)."""
     return run_track(ref, cfg)
 
 

@@ -1,15 +1,16 @@
-"""The per-track steps of the build, plain functions (flow.py makes each a Prefect task):
+"""The per-track steps of the build, plain functions (flow.py runs them in one task per track):
 
     read_validate -> harmonize_track -> label_track_step -> write_track
 
 Each returns the input of the next step, or a final result dict: ``status`` ``rejected`` (the
 track is quarantined with a one-line reason naming the stage and file), ``cached`` (the content
 cache vouches for it: the later steps are skipped) or ``failed`` (the OUTPUT is at fault, e.g. a
-full disk: the build stops). :func:`run_track` chains them; ``step`` decides how each is run."""
+full disk: the build stops). :func:`run_track` chains them."""
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -276,29 +277,37 @@ def write_track(rt: ReadTrack, harm: HarmonizedTrack | None, lab: Labelled, cfg:
         return _failure(ref, "write", exc, cfg)
 
 
-def _direct(fn: Callable, *args):
-    return fn(*args)
+def run_track(ref: TrackRef, cfg: BuildConfig) -> dict:
+    """read + validate -> harmonize -> label -> write for one track, as plain calls inside the
+    flow's one ``process-track`` task run. A cached track skips all but the first step. Each
+    step's wall time is in the result's ``step_s`` (reported, never written) and logged at debug."""
+    step_s: dict[str, float] = {}
 
+    def step(name: str, fn: Callable, *args):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            step_s[name] = round(time.perf_counter() - t0, 4)
 
-def run_track(ref: TrackRef, cfg: BuildConfig, step: Callable = _direct) -> dict:
-    """read + validate -> harmonize -> label -> write for one track; ``step(fn, *args)`` runs
-    each step (flow.py: as a Prefect task). A cached track skips all but the first."""
-    rt = step(read_validate, ref, cfg)
+    rt = step("read", read_validate, ref, cfg)
     if isinstance(rt, dict):
         result = rt
     else:
-        harm = None if rt.audio_ok else step(harmonize_track, rt, cfg)
+        harm = None if rt.audio_ok else step("harmonize", harmonize_track, rt, cfg)
         if isinstance(harm, dict):
             result = harm
         else:
-            lab = step(label_track_step, rt, harm, cfg)
-            result = lab if isinstance(lab, dict) else step(write_track, rt, harm, lab, cfg)
+            lab = step("label", label_track_step, rt, harm, cfg)
+            result = lab if isinstance(lab, dict) else step("write", write_track, rt, harm, lab, cfg)
             del harm, lab
     result["pid"] = os.getpid()  # which worker ran it (reported, never written)
+    result["step_s"] = step_s
+    log.debug("%s:%s %s", ref.source, ref.native_id,
+              " ".join(f"{k} {v:.2f}s" for k, v in step_s.items()))
     return result
 
 
-# ----------------------------------------------------------------------------- labelling
 def activity_table(track_id: str, conf: dict[str, np.ndarray], threshold: float,
                    exact: dict[str, np.ndarray] | None = None):
     """ACTIVITY_SCHEMA rows for the instruments in ``conf`` (or exact booleans in ``exact``)."""
