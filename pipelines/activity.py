@@ -76,28 +76,44 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     return out / audio.shape[1]
 
 
-def frame_envelope(mono: np.ndarray, hop: int, win: int = 4096, window: np.ndarray | None = None,
+def frame_envelope(audio: np.ndarray, hop: int, win: int = 4096, window: np.ndarray | None = None,
                    n_frames: int | None = None) -> np.ndarray:
     """Envelope per frame: mean of sqrt(half-wave-rectified samples) x window; frame t centred on t*hop.
 
-    Computed block-wise so memory stays at a few frames' worth beyond the signal itself."""
-    mono = np.asarray(mono, dtype=np.float64)
-    n = mono.shape[0]
+    ``audio``: mono (n,), or (n, channels), mixed down as :func:`to_mono` does, block by block.
+    Computed a block of frames at a time from the signal itself, so memory stays at a few
+    frames' worth (no whole-length copy in float64: the old code made four per stem, and on a VM
+    fresh memory costs more than the sums); the values are those of the whole-signal form."""
+    audio = np.asarray(audio)
+    n = audio.shape[0]
     T = num_frames(n, hop) if n_frames is None else int(n_frames)
     w = hanning(win) if window is None else window
-    # sqrt(hwr(x)) once for the whole signal, then windowed means per frame
-    env = np.sqrt(np.maximum(mono, 0.0))
     half = win // 2
-    padded = np.zeros(T * hop + win, dtype=np.float64)
-    seg = env[: max(0, min(n, T * hop + half))]
-    padded[half: half + seg.shape[0]] = seg
+    end = max(0, min(n, T * hop + half))      # samples past this are never inside a frame
     out = np.empty(T, dtype=np.float64)
     block = 256
     from numpy.lib.stride_tricks import sliding_window_view
 
+    buf = np.empty(min(T, block) * hop + win, dtype=np.float64)
     for start in range(0, T, block):
         stop = min(T, start + block)
-        view = sliding_window_view(padded[start * hop: (stop - 1) * hop + win], win)[::hop]
+        lo, hi = start * hop - half, (stop - 1) * hop + win - half   # signal range of the block
+        seg = buf[: hi - lo]
+        a, b = max(lo, 0), min(hi, end)
+        seg[: max(0, a - lo)] = 0.0
+        seg[max(0, b - lo):] = 0.0
+        if b > a:
+            x = seg[a - lo: b - lo]
+            if audio.ndim == 1:
+                x[:] = audio[a:b]
+            else:
+                x[:] = audio[a:b, 0]
+                for c in range(1, audio.shape[1]):
+                    x += audio[a:b, c]
+                x /= audio.shape[1]
+            np.maximum(x, 0.0, out=x)
+            np.sqrt(x, out=x)
+        view = sliding_window_view(seg, win)[::hop]
         out[start:stop] = view[: stop - start] @ w / win
     return out
 
@@ -135,7 +151,7 @@ def confidence_from_audio(instruments: Mapping[str, np.ndarray], hop: int, param
     n = max(np.asarray(instruments[k]).shape[0] for k in names)
     T = num_frames(n, hop) if n_frames is None else int(n_frames)
     w = hanning(p["win"])
-    env = np.stack([frame_envelope(to_mono(instruments[k]), hop, p["win"], w, T) for k in names])
+    env = np.stack([frame_envelope(instruments[k], hop, p["win"], w, T) for k in names])
     conf = activation_confidence(env, p["energy_floor"], p["lowpass"], p["logistic_slope"],
                                  p["logistic_center"])
     return {k: conf[i].astype(np.float32) for i, k in enumerate(names)}

@@ -85,6 +85,21 @@ def test_envelope_at_model_hop_matches_centered_definition():
     assert len(act.frame_envelope(x, hop=1024)) == num_frames(len(x), 1024)
 
 
+def test_envelope_of_multichannel_audio_is_that_of_its_mono_mix():
+    """frame_envelope mixes (n, channels) audio down block by block: the same bits as
+    to_mono first (odd lengths, frames past the end, 1-3 channels, short signals)."""
+    rng = np.random.default_rng(5)
+    for n, hop, win, frames in [(3 * SR + 333, 1024, 4096, None), (2 * SR, 512, 4096, 2 * SR // 512 + 9),
+                                (3000, 1024, 4096, None), (100, 256, 1024, None)]:
+        for ch in (1, 2, 3):
+            x = (0.3 * rng.standard_normal((n, ch))).astype(np.float32)
+            ref = reference_centered_energy(act.to_mono(x), hop, win) if frames is None else None
+            got = act.frame_envelope(x, hop, win, n_frames=frames)
+            assert np.array_equal(got, act.frame_envelope(act.to_mono(x), hop, win, n_frames=frames))
+            if ref is not None:
+                np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-15)
+
+
 def test_confidence_matches_published_formula_and_binarises():
     n = 4 * SR
     stems = {
