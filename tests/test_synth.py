@@ -519,6 +519,34 @@ def test_bad_soundfont_is_one_line_error_before_anything_is_written(tmp_path):
         assert not out.exists()
 
 
+def test_musdb_adapter_reads_the_render_sidecar(tmp_path, trees):
+    """The MUSDB adapter reads ``iass_render.json`` with the track: records per stem, the sidecar
+    in the track's cache key; a broken sidecar is a warning and no records, never a reject."""
+    import json
+    import shutil
+
+    from iass.pipelines.build.cache import track_source_files
+    from iass.pipelines.sources.base import get_adapter
+
+    root = tmp_path / "musdb-hq"
+    shutil.copytree(trees / "musdb-hq", root)
+    adapter = get_adapter("musdb")
+    ref = next(iter(adapter.discover(root)))
+    track = adapter.read(ref)
+    sidecar = Path(ref.location) / "iass_render.json"
+    doc = json.loads(sidecar.read_text())
+    assert track.side_files == (sidecar,) and sidecar in track_source_files(ref, track, False)
+    for stem in track.stems:
+        want = [{k: r[k] for k in ("instrument", "soundfont", "soundfont_sha256", "bank", "program")}
+                for r in doc["stems"].get(stem.stem_id, [])]
+        assert stem.extra["render"] == want
+    assert any(stem.extra["render"] for stem in track.stems) and not track.warnings
+    sidecar.write_text("{not json")
+    broken = adapter.read(ref)
+    assert all(stem.extra["render"] == [] for stem in broken.stems)
+    assert len(broken.warnings) == 1 and broken.warnings[0].startswith("iass_render.json: unreadable")
+
+
 def test_render_metadata_round_trips_into_the_corpus(tmp_path, trees):
     """A corpus built from the native, MedleyDB and MUSDB-HQ layouts keeps, per corpus stem, the
     soundfont (file, sha256) and GM program of every part summed into it (stems.parquet

@@ -47,7 +47,8 @@ def write_record(out: Path, track_id: str, rec: dict) -> None:
 
 
 def track_source_files(ref: TrackRef, track: SourceTrack, use_lab: bool) -> list[Path]:
-    files = {Path(s.path) for s in track.stems} | {Path(p.path) for p in track.pitch_sources}
+    files = ({Path(s.path) for s in track.stems} | {Path(p.path) for p in track.pitch_sources}
+             | {Path(p) for p in track.side_files})
     for p in (track.mixture_path, track.note_labels_path,
               track.activation_conf_path if use_lab else None):
         if p is not None:

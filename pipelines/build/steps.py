@@ -364,11 +364,9 @@ def label_track(track: SourceTrack, track_id: str, instruments: dict[str, np.nda
 # --------------------------------------------------------------------------------- writing
 def _write_audio(ref: TrackRef, track: SourceTrack, track_id: str, shard: str, harm: HarmonizedTrack,
                  layout: cf.CorpusLayout, cfg: BuildConfig, dir_name: str) -> dict:
-    from iass.pipelines.sources.render_info import render_records
-
     sr = harm.sample_rate
     tdir = layout.track_dir(shard, dir_name)
-    rendered = render_records(ref, track)     # {} unless the track was synthesized
+    rendered = {s.stem_id: s.extra.get("render") or [] for s in track.stems}  # synthesized: records
     outputs: dict[str, int] = {}
     stems_rows = []
     keep = {"mixture.wav"}

@@ -50,7 +50,8 @@ class SourceStem:
                                     # (MUSDB 'other') -> activity of what it may hold is unknown
     stream: int | None = None       # stream index inside a multi-stream file (MUSDB .stem.mp4)
     # extra['instrument']: the canonical instrument (taxonomy.stem_instrument of `labels`), set by
-    # the real adapters; MedleyDB-format adapters add 'component' and 'raw_labels'
+    # the real adapters; MedleyDB-format adapters add 'component' and 'raw_labels'; a synthesized
+    # stem has 'render': how its parts were rendered (sources/render_info.py)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -79,6 +80,7 @@ class SourceTrack:
     pitch_sources: tuple[PitchSource, ...] = ()  # note events / f0 annotations, if shipped
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)  # genre, origin, ...
     warnings: tuple[str, ...] = ()  # non-fatal findings while reading (recorded, not hidden)
+    side_files: tuple[Path, ...] = ()  # other files read for the track (in its cache key)
 
 
 @dataclass

@@ -53,6 +53,7 @@ from iass.pipelines.sources.base import (
     TrackError,
     TrackRef,
 )
+from iass.pipelines.sources.render_info import RENDER_KEY, parse_records
 from iass.pipelines.taxonomy import TaxonomyError
 
 METADATA_SUFFIX = "_METADATA.yaml"
@@ -255,6 +256,7 @@ class MedleyDBAdapter(SourceAdapter):
                         "instrument": instrument,
                         "component": spec.get("component") or "",
                         "raw_labels": tuple(raw_labels),
+                        "render": parse_records([spec.get(RENDER_KEY)]),
                     },
                 )
             )

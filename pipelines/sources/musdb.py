@@ -39,6 +39,7 @@ from iass.pipelines.sources.base import (
     TrackError,
     TrackRef,
 )
+from iass.pipelines.sources.render_info import musdb_sidecar, parse_records
 from iass.pipelines.taxonomy import TaxonomyError
 
 SPLIT_FOLDERS = ("train", "test")
@@ -116,6 +117,7 @@ class MUSDBAdapter(SourceAdapter):
         artist, sep, title = native_id.partition(" - ")
         if not sep:
             artist, title = "", native_id
+        render, side_files, warnings = self._render_records(root, location, native_id)
         stems = []
         for stem_name, spec in self.stem_specs.items():
             labels = (stem_name,)
@@ -134,7 +136,7 @@ class MUSDBAdapter(SourceAdapter):
                     labels=labels,
                     annotated=self.labels.is_annotated(labels),
                     stream=stream,
-                    extra={"instrument": instrument},
+                    extra={"instrument": instrument, "render": render.get(stem_name, [])},
                 )
             )
         if kind == "hq":
@@ -164,4 +166,28 @@ class MUSDBAdapter(SourceAdapter):
             split=split,
             pitch_sources=pitch_sources,
             metadata={"format": kind},
+            warnings=warnings,
+            side_files=side_files,
         )
+
+    @staticmethod
+    def _render_records(root: Path, location: Path, native_id: str
+                        ) -> tuple[dict[str, list[dict]], tuple[Path, ...], tuple[str, ...]]:
+        """A synthesized track's render records per stem, from its ``iass_render.json`` sidecar
+        (sources/render_info.py); ({}, (), ()) for recorded audio. An unreadable sidecar is a
+        warning, not a reject: the records are provenance."""
+        import json
+
+        sidecar = musdb_sidecar(location, native_id)
+        if not sidecar.is_file():
+            return {}, (), ()
+        sidecar = safe_join(root, sidecar.parent, sidecar.name, native_id=native_id)
+        try:
+            doc = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return {}, (sidecar,), (f"{sidecar.name}: unreadable ({' '.join(str(exc).split())}); "
+                                    "no render records",)
+        stems = doc.get("stems") if isinstance(doc, dict) else None
+        if not isinstance(stems, dict):
+            return {}, (sidecar,), (f"{sidecar.name}: no 'stems' mapping; no render records",)
+        return {str(k): parse_records(v) for k, v in stems.items()}, (sidecar,), ()

@@ -36,6 +36,7 @@ from iass.pipelines.sources.base import (
     TrackError,
     TrackRef,
 )
+from iass.pipelines.sources.render_info import parse_records
 from iass.pipelines.taxonomy import TaxonomyError
 
 TRACK_FILE = "track.json"
@@ -75,6 +76,7 @@ class SynthAdapter(SourceAdapter):
         stem_dir = track_dir / STEMS_DIR
         if not stem_dir.is_dir():
             raise TrackError(stem_dir, "missing stems folder", native_id)
+        parts = [i for i in info.get("instruments") or [] if isinstance(i, dict)]
         stems = []
         for path in sorted(stem_dir.glob("*.wav")):
             label = path.stem
@@ -84,7 +86,8 @@ class SynthAdapter(SourceAdapter):
                 raise TrackError(path, str(exc), native_id) from None
             stems.append(SourceStem(stem_id=label, path=path, labels=(label,),
                                     annotated=self.labels.is_annotated([label]),
-                                    extra={"instrument": instrument}))
+                                    extra={"instrument": instrument, "render": parse_records(
+                                        [i for i in parts if str(i.get("instrument")) == label])}))
         if not stems:
             raise TrackError(stem_dir, "no stem WAV files", native_id)
         notes = track_dir / NOTES_FILE
