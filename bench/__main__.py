@@ -76,17 +76,38 @@ def load_average() -> str:
         return "unknown"
 
 
-def loaded_note(cores) -> str:
-    """A warning in the header when other processes kept the cores busy (the 1-minute load
-    above the core count): wall-clock timings and their ratios are then noisy."""
+def cpu_counters() -> tuple[float, float, float] | None:
+    """(machine busy CPU s, steal s, this process tree's CPU s) now, or None where /proc/stat is
+    not there. Busy = user + nice + system + irq + softirq of every core; this process tree = this
+    process and its reaped children (bench workers, subprocesses)."""
+    import resource
+
     try:
-        one_minute = os.getloadavg()[0]
-    except OSError:
+        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / tick
+    steal = (fields[7] if len(fields) > 7 else 0) / tick
+    own = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return busy, steal, own
+
+
+def loaded_note(cores, start, wall: float) -> str:
+    """How much of the cores other processes (and the hypervisor, as steal) took while the
+    benches ran: the machine's busy CPU time less this process tree's, over wall x cores. The
+    load average cannot tell: it counts the benches' own workers. Above 25 %: HEAVILY LOADED,
+    wall-clock timings and their ratios are then noisy."""
+    now = cpu_counters()
+    if not cores or start is None or now is None or wall <= 0:
         return ""
-    if cores and one_minute > cores:
-        return (f". HEAVILY LOADED: {one_minute:.1f} runnable processes for {cores} cores at the end;"
-                " timings are noisy, see each bench's spread")
-    return ""
+    others = max(0.0, (now[0] - start[0]) - (now[2] - start[2])) / (wall * cores)
+    steal = (now[1] - start[1]) / (wall * cores)
+    note = f"; other processes used {100 * others:.0f} % of the cores, steal {100 * steal:.0f} %"
+    if others + steal > 0.25:
+        note += ". HEAVILY LOADED: timings are noisy, see each bench's spread"
+    return note
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = args.names or default_names()
     sections, failed = [], 0
-    load_before = load_average()
+    load_before, counters, t_run = load_average(), cpu_counters(), time.perf_counter()
     t_start = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
     info = machine()
     for i, name in enumerate(names):
@@ -123,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             "# Benchmark results\n\nWritten by `make bench` (`python -m bench`). Ratios compare against a "
             "baseline measured in the same run on the same machine.\n\nMachine: "
             + ", ".join(f"{k} {v}" for k, v in info.items())
-            + f"; {load}" + loaded_note(info.get("cores"))
+            + f"; {load}" + loaded_note(info.get("cores"), counters, time.perf_counter() - t_run)
             + f"\n\nRun at {t_start}.\n\n" + partial
         )
         Path(args.out).write_text(header + "\n".join(sections))

@@ -3,7 +3,10 @@ cut short or the machine is loaded."""
 from __future__ import annotations
 
 import sys
+import time
 import types
+
+import pytest
 
 import bench.__main__ as bench_main
 
@@ -31,11 +34,28 @@ def test_results_are_written_after_each_bench_and_marked_partial_until_the_last(
     assert "load average" in final
 
 
-def test_loaded_note_names_a_load_above_the_cores(monkeypatch):
-    monkeypatch.setattr(bench_main.os, "getloadavg", lambda: (9.0, 8.0, 7.0))
-    assert "HEAVILY LOADED: 9.0 runnable processes for 2 cores" in bench_main.loaded_note(2)
-    monkeypatch.setattr(bench_main.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
-    assert bench_main.loaded_note(2) == ""
+def test_loaded_note_counts_the_cpu_of_other_processes(monkeypatch):
+    """Others' share = machine busy CPU less this process tree's, over wall x cores (the benches'
+    own workers do not count as load, as they did in the load average)."""
+    start = (100.0, 0.0, 10.0)            # (machine busy s, steal s, our CPU s)
+    monkeypatch.setattr(bench_main, "cpu_counters", lambda: (116.0, 0.0, 25.0))
+    note = bench_main.loaded_note(2, start, 10.0)   # 16 s busy, 15 ours, over 20 core-seconds
+    assert "other processes used 5 % of the cores, steal 0 %" in note and "HEAVILY" not in note
+    monkeypatch.setattr(bench_main, "cpu_counters", lambda: (130.0, 1.0, 25.0))
+    note = bench_main.loaded_note(2, start, 10.0)
+    assert "other processes used 75 % of the cores, steal 5 %" in note and "HEAVILY LOADED" in note
+    assert bench_main.loaded_note(2, None, 10.0) == ""
+
+
+def test_cpu_counters_see_this_process_work():
+    a = bench_main.cpu_counters()
+    if a is None:
+        pytest.skip("no /proc/stat on this machine")
+    t = time.process_time()
+    while time.process_time() - t < 0.3:
+        pass
+    b = bench_main.cpu_counters()
+    assert b[2] - a[2] >= 0.29 and b[0] - a[0] >= 0.25   # ours, and in the machine's busy time
 
 
 def test_device_bench_returns_its_table(monkeypatch):

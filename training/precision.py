@@ -40,9 +40,8 @@ def first_compiled_step(tr, train_model, batch):
     backward graphs: a failure there (no C++ compiler, an unsupported operation) is a
     ConfigError naming train.compile, never a silent fall-back to eager mode. The step's loss
     is also checked against the eager model's on the same weights, batch and RNG state:
-    compilation may change float rounding, not the result (torch 2.13's CPU inductor
-    miscompiles IASS's ConvTranspose2d -> leaky_relu -> BatchNorm2d in training mode: the
-    first loss is off by 2% on the tiny preset, 156% on the cpu preset)."""
+    compilation may change float rounding, not the result (see the module doc: torch 2.13's
+    CPU inductor miscompiled IASS's transposed convolutions in training mode)."""
     t0 = time.perf_counter()
     eager = eager_loss(tr, batch)
     try:

@@ -6,7 +6,8 @@
       run.json            model, targets, resolved model config, corpus version, git commit +
                           dirty flag, library versions, seed, device, world size, command, status
       params.yaml         the resolved params (params.yaml + overrides + command-line options)
-      checkpoints/last.pt full training state: model, optimizer, scheduler, early stopping,
+      checkpoints/last.pt full training state: model, optimizer, scheduler, early stopping
+                          (:class:`EarlyStopping`, Open-Unmix's),
                           RNG states (python, numpy, torch), data position, history
       checkpoints/best.pt the model with the best validation loss (what inference loads)
       metrics.json        best/final losses, steps, epochs (``dvc metrics``)
@@ -162,3 +163,31 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**30))
     except (OSError, AttributeError):
         return False
+
+
+class EarlyStopping:
+    """Open-Unmix's ``utils.EarlyStopping`` (mode min, min_delta 0), with a state dict."""
+
+    def __init__(self, patience: int):
+        self.patience = int(patience)
+        self.best: float | None = None
+        self.num_bad_epochs = 0
+
+    def step(self, value: float) -> bool:
+        if self.best is None:
+            self.best = value
+            return False
+        if np.isnan(value):
+            return True
+        if self.patience == 0 or value < self.best:
+            self.num_bad_epochs = 0
+            self.best = value
+        else:
+            self.num_bad_epochs += 1
+        return self.num_bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "num_bad_epochs": self.num_bad_epochs, "patience": self.patience}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.num_bad_epochs = state["best"], state["num_bad_epochs"]

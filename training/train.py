@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from iass.errors import ConfigError, CorpusError, RunError
@@ -58,6 +57,7 @@ from iass.training.device import (Dist, all_reduce_sum, backend_kind, barrier, b
                                   init_distributed, rank_checksums, resolve_device, shutdown, wrap_ddp)
 from iass.training.losses import separation_loss
 from iass.training.models import MODELS, ModelSpec, resolve_spec
+from iass.training.run import EarlyStopping
 from iass.training.stats import balance_weights, input_statistics
 
 # what other modules imported from here before device.py, models.py and stats.py held them
@@ -68,35 +68,6 @@ __all__ = ["Trainer", "train", "summary_line", "EarlyStopping", "TrainConfig", "
 log = logging.getLogger(__name__)
 
 LR_DECAY_COOLDOWN = 10  # ReduceLROnPlateau's cooldown, epochs (Open-Unmix's)
-
-
-# --------------------------------------------------------------------------- early stopping
-class EarlyStopping:
-    """Open-Unmix's ``utils.EarlyStopping`` (mode min, min_delta 0), with a state dict."""
-
-    def __init__(self, patience: int):
-        self.patience = int(patience)
-        self.best: float | None = None
-        self.num_bad_epochs = 0
-
-    def step(self, value: float) -> bool:
-        if self.best is None:
-            self.best = value
-            return False
-        if np.isnan(value):
-            return True
-        if self.patience == 0 or value < self.best:
-            self.num_bad_epochs = 0
-            self.best = value
-        else:
-            self.num_bad_epochs += 1
-        return self.num_bad_epochs >= self.patience
-
-    def state_dict(self) -> dict:
-        return {"best": self.best, "num_bad_epochs": self.num_bad_epochs, "patience": self.patience}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best, self.num_bad_epochs = state["best"], state["num_bad_epochs"]
 
 
 # ------------------------------------------------------------------------------- the trainer
