@@ -1,6 +1,6 @@
 """Corpus build throughput against a bare read+write baseline, no-change rebuild, peak memory.
 
-    .venv/bin/python bench/bench_build.py [--tracks 24] [--seconds 60] [--stems 4] [--workers 2] [--rounds 4]
+    .venv/bin/python bench/bench_build.py [--tracks 24] [--seconds 60] [--stems 4] [--workers 2] [--rounds 5]
 
 * bare baseline (same process): read every source WAV with soundfile and write the same samples
   once (float32 WAV) -- the least any build must do.
@@ -161,7 +161,7 @@ def user_clock(repo: Path, src: Path, out: Path, workers: int) -> dict:
 
 
 def main(tracks: int = 24, seconds: float = 60.0, stems: int = 4, workers: int = 2,
-         memory: bool = True, rounds: int = 4, memory_tracks: int = 8, user: bool = True) -> dict:
+         memory: bool = True, rounds: int = 5, memory_tracks: int = 8, user: bool = True) -> dict:
     import shutil
 
     from iass.pipelines.build import run_build
@@ -226,7 +226,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tracks", type=int, default=24)
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--memory-tracks", type=int, default=8)
     ap.add_argument("--stems", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
