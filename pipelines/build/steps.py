@@ -308,6 +308,7 @@ def run_track(ref: TrackRef, cfg: BuildConfig) -> dict:
     return result
 
 
+# ----------------------------------------------------------------------------- labelling
 def activity_table(track_id: str, conf: dict[str, np.ndarray], threshold: float,
                    exact: dict[str, np.ndarray] | None = None):
     """ACTIVITY_SCHEMA rows for the instruments in ``conf`` (or exact booleans in ``exact``)."""
