@@ -65,22 +65,28 @@ def hanning(win: int) -> np.ndarray:
     return scipy.signal.windows.hann(win + 2)[1:-1]
 
 
-def to_mono(audio: np.ndarray) -> np.ndarray:
-    """Mean of the channels in float64 (written out: ``mean(axis=1)`` is 6x slower on (n, 2))."""
+def to_mono(audio: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Mean of the channels in float64 (written out: ``mean(axis=1)`` is 6x slower on (n, 2)),
+    into ``out`` (float64, length n) when given, so a caller mixing block by block allocates
+    nothing."""
     audio = np.asarray(audio)
+    if out is None:
+        out = np.empty(audio.shape[0], dtype=np.float64)
     if audio.ndim == 1:
-        return audio.astype(np.float64)
-    out = audio[:, 0].astype(np.float64)
+        out[:] = audio
+        return out
+    out[:] = audio[:, 0]
     for c in range(1, audio.shape[1]):
         out += audio[:, c]
-    return out / audio.shape[1]
+    out /= audio.shape[1]
+    return out
 
 
 def frame_envelope(audio: np.ndarray, hop: int, win: int = 4096, window: np.ndarray | None = None,
                    n_frames: int | None = None) -> np.ndarray:
     """Envelope per frame: mean of sqrt(half-wave-rectified samples) x window; frame t centred on t*hop.
 
-    ``audio``: mono (n,), or (n, channels), mixed down as :func:`to_mono` does, block by block.
+    ``audio``: mono (n,), or (n, channels), mixed down by :func:`to_mono` block by block.
     Computed a block of frames at a time from the signal itself, so memory stays at a few
     frames' worth (no whole-length copy in float64: the old code made four per stem, and on a VM
     fresh memory costs more than the sums); the values are those of the whole-signal form."""
@@ -104,13 +110,7 @@ def frame_envelope(audio: np.ndarray, hop: int, win: int = 4096, window: np.ndar
         seg[max(0, b - lo):] = 0.0
         if b > a:
             x = seg[a - lo: b - lo]
-            if audio.ndim == 1:
-                x[:] = audio[a:b]
-            else:
-                x[:] = audio[a:b, 0]
-                for c in range(1, audio.shape[1]):
-                    x += audio[a:b, c]
-                x /= audio.shape[1]
+            to_mono(audio[a:b], out=x)
             np.maximum(x, 0.0, out=x)
             np.sqrt(x, out=x)
         view = sliding_window_view(seg, win)[::hop]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RENDER_KEY = "iass_render"
+RENDER_KEY = "iass_render"   # per-stem record: MedleyDB yaml key and MUSDB sidecar file stem
 FIELDS = ("instrument", "soundfont", "soundfont_sha256", "bank", "program")
 
 

@@ -57,6 +57,7 @@ from iass.errors import AudioError, ConfigError
 from iass.io import atomic_path, atomic_write_json, atomic_write_parquet, atomic_write_text
 from iass.io import wav_bytes as io_wav_bytes
 from iass.io import write_wav as io_write_wav
+from iass.pipelines.sources.render_info import RENDER_KEY  # the key the adapters read back
 from iass.pipelines.synth.song import Song
 from iass.pipelines.synth.render import SAMPLE_RATE, part_fonts, to_float
 
@@ -64,7 +65,6 @@ LAYOUTS = ("medleydb", "mixing_secrets", "musdb-hq", "musdb-stems", "native")
 TEST_FRACTION = 0.2
 ACTIVATION_HOP = 2048          # MedleyDB's activation-confidence hop (window 4096)
 ARTIST = "iass synth"
-RENDER_KEY = "iass_render"     # per-stem render record: MedleyDB yaml key and sidecar file stem
 
 #: canonical instrument (+ variant) -> the corpus' own label
 MEDLEYDB_LABELS = {
