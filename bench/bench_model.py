@@ -106,10 +106,26 @@ def one_thread_cpu_fractions(names=(("iass_paper", 2), ("iass_cpu_6", 4))) -> di
     return out
 
 
+def grouped_conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation,
+                               transposed, output_padding, groups, output_mask, out_shape, **kwargs) -> int:
+    """torch's FLOP formula for ``convolution_backward``, with the weight gradient of a grouped
+    convolution divided by the groups: torch counts it as if every group saw every input channel
+    (``groups`` times the forward's FLOPs; the frequency Linear runs as a convolution with one
+    group per target). The input gradient torch already counts right."""
+    from torch.utils.flop_counter import conv_backward_flop
+
+    args = (grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding,
+            groups)
+    grad_input = conv_backward_flop(*args, [output_mask[0], False], out_val=out_shape) if output_mask[0] else 0
+    grad_weight = conv_backward_flop(*args, [False, output_mask[1]], out_val=out_shape) if output_mask[1] else 0
+    return grad_input + grad_weight // max(int(groups), 1)
+
+
 def flops(fn) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping={
+            torch.ops.aten.convolution_backward: grouped_conv_backward_flop}) as counter:
         fn()
     return float(counter.get_total_flops())
 

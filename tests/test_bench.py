@@ -52,3 +52,26 @@ def test_device_check_runs_on_a_cpu_and_names_the_cuda_parts_it_skips(capsys, tm
     assert any(r.startswith("| loader | cpu") and "chunks/s" in r for r in rows), rows
     assert any(r.startswith("| separation | cpu") and "RTF" in r for r in rows), rows
     assert "FAILED" not in text
+
+
+def test_flop_count_of_a_grouped_convolution_backward_is_twice_its_forward():
+    """bench_model's FLOPs: a grouped convolution's backward (input and weight gradients) costs
+    twice its forward; torch's own formula counts the weight gradient ``groups`` times over. The
+    ungrouped count is torch's unchanged."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bench.bench_model import flops
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3 * 8, 7, 1, requires_grad=True)
+    w = torch.randn(3 * 5, 8, 1, 1, requires_grad=True)
+    forward = 2 * 2 * 7 * (3 * 5) * 8          # per group: (7 x 8) @ (8 x 5), batch 2
+    assert flops(lambda: F.conv2d(x, w, groups=3)) == forward
+    assert flops(lambda: F.conv2d(x, w, groups=3).sum().backward()) == 3 * forward
+    x1 = torch.randn(2, 4, 9, 6, requires_grad=True)
+    w1 = torch.randn(6, 4, 3, 3, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        F.conv2d(x1, w1, padding=1).sum().backward()
+    assert flops(lambda: F.conv2d(x1, w1, padding=1).sum().backward()) == counter.get_total_flops()

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iass.training.iass_model import BatchNorm2d, IASSNet, transposed_conv3x3
+from iass.training.iass_model import BatchNorm2d, IASSNet, pointwise_from_one_channel, transposed_conv3x3
 
 CL = torch.channels_last
 
@@ -59,6 +59,22 @@ def test_transposed_conv3x3_equals_the_module():
     gb = torch.autograd.grad(b.square().sum(), [x, conv.weight, conv.bias])
     for u, v in zip(ga, gb):
         assert rel(u, v) < 1e-5
+
+
+def test_first_skip_as_a_matrix_product_equals_the_convolution():
+    """The first block's 1x1 skip of the one-channel input: same output (channels-last),
+    same input, weight and bias gradients as nn.Conv2d's."""
+    torch.manual_seed(4)
+    conv = torch.nn.Conv2d(1, 8, kernel_size=1).to(memory_format=CL)
+    x = torch.randn(3, 1, 40, 30).requires_grad_()
+    a, b = conv(x), pointwise_from_one_channel(conv, x)
+    assert b.shape == a.shape and b.is_contiguous(memory_format=CL)
+    assert rel(b, a) < 1e-6
+    g = torch.randn(a.shape)
+    ga = torch.autograd.grad((a * g).sum(), [x, conv.weight, conv.bias])
+    gb = torch.autograd.grad((b * g).sum(), [x, conv.weight, conv.bias])
+    for u, v in zip(ga, gb):
+        assert u.shape == v.shape and rel(v, u) < 1e-5
 
 
 @pytest.mark.parametrize("n_targets", [1, 3])

@@ -158,9 +158,22 @@ def test_per_target_linear_matches_separate_linears():
     net = IASSNet(512, 186, (2, 4, 6), n_targets=3)
     x = torch.rand(2, 3, 5, 186)
     out = net.last(x)
+    # the network's own path: the same map on the decoder's (B, K, bins, T) layout, computed as
+    # a grouped 1x1 convolution and laid out (B, K, F, T) contiguous, gradients included
+    xt = x.transpose(2, 3).contiguous().requires_grad_()
+    conv_out = net.last.over_frequency(xt)
+    assert conv_out.shape == (2, 3, 257, 5) and conv_out.is_contiguous()
     for k in range(3):
         ref = torch.nn.functional.linear(x[:, k], net.last.weight[k].T, net.last.bias[k])
         torch.testing.assert_close(out[:, k], ref)
+        torch.testing.assert_close(conv_out[:, k], ref.transpose(1, 2))
+    g = torch.randn(conv_out.shape)
+    grads = torch.autograd.grad((conv_out * g).sum(), [xt, net.last.weight, net.last.bias])
+    xr = xt.detach().clone().requires_grad_()
+    ref = torch.einsum("bkit,kio->bkot", xr, net.last.weight) + net.last.bias[:, :, None]
+    ref_grads = torch.autograd.grad((ref * g).sum(), [xr, net.last.weight, net.last.bias])
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_inference_optimisation_keeps_the_outputs():

@@ -18,8 +18,11 @@ Structure from the authors' code (biboamy/Source_Separation_Inst, ``model.py`` c
 Speed on CPU (the math is the authors'): the convolution weights, hence every activation, are
 channels-last (oneDNN's native layout); the decoder's stride-1 3x3 transposed convolutions run as
 the equal convolutions (:func:`transposed_conv3x3`); training-mode BatchNorm on channels-last
-input keeps exact statistics (:class:`BatchNorm2d`). Outputs equal the contiguous layout's to
-float rounding (bench/bench_model.py measures the step).
+input keeps exact statistics (:class:`BatchNorm2d`); the first block's 1x1 skip of the one-channel
+input is a matrix product (:func:`pointwise_from_one_channel`); the frequency Linear is a grouped
+1x1 convolution that writes the mask in the (B, K, F, T) layout the mask and loss read
+(:meth:`TargetLinear.over_frequency`). Outputs equal the contiguous layout's to float rounding
+(bench/bench_model.py measures the step).
 
 Multi-target: one shared encoder and decoder trunk whose last layer has one channel per target,
 a frequency Linear, output scale/mean and an activity logit per target. ``n_targets=1`` is
@@ -102,6 +105,17 @@ def transposed_conv3x3(conv: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tenso
     return F.conv2d(x, conv.weight.transpose(0, 1).flip(2, 3), conv.bias, padding=1)
 
 
+def pointwise_from_one_channel(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a 1x1 convolution of a one-channel input (the first block's skip): an
+    outer product, computed as the matrix product it is, (pixels, 1) @ (1, out), into
+    channels-last memory. oneDNN's convolution handles a single input channel poorly: forward and
+    backward of the paper's first skip take ~2x as long, the CPU preset's ~5x (measured
+    with ``bench/bench_model.py``'s shapes)."""
+    b, _, h, w = x.shape
+    y = torch.addmm(conv.bias, x.reshape(-1, 1), conv.weight.view(conv.out_channels, 1).t())
+    return y.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
 class ResidualBlock(nn.Module):
     """block.py ``block``: two conv3x3-BN-LeakyReLU, a 1x1 skip, then frequency downsampling."""
 
@@ -116,7 +130,8 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
         y = F.leaky_relu(self.bn1(self.conv1(x)))
-        y = F.leaky_relu(self.bn2(self.conv2(y))) + self.skip(x)
+        skip = pointwise_from_one_channel(self.skip, x) if x.shape[1] == 1 else self.skip(x)
+        y = F.leaky_relu(self.bn2(self.conv2(y))) + skip
         return self.down(y), y.shape
 
 
@@ -222,6 +237,18 @@ class TargetLinear(nn.Module):
             return (x[:, 0] @ self.weight[0] + self.bias[0]).unsqueeze(1)
         return torch.einsum("bkti,kio->bkto", x, self.weight) + self.bias[None, :, None, :]
 
+    def over_frequency(self, x: torch.Tensor) -> torch.Tensor:
+        """The same map on the decoder's layout: (B, K, in, T) -> (B, K, out, T), contiguous.
+        Computed as a 1x1 convolution with one group per target (oneDNN, the library of the
+        network's convolutions; on CPU torch's matmul is MKL's sgemm, which reaches about half
+        of oneDNN's speed on AVX-512 AMD machines). Its output is laid out as the mask is used
+        (frequency, then time), so the mask and the loss run over contiguous memory instead of
+        a transposed view (bench/bench_model.py)."""
+        b, k, n_in, t = x.shape
+        w = self.weight.transpose(1, 2).reshape(k * self.weight.shape[2], n_in, 1, 1)
+        y = F.conv2d(x.reshape(b, k * n_in, t, 1), w, self.bias.reshape(-1), groups=k)
+        return y.view(b, k, -1, t)
+
 
 def frequency_sizes(max_bin: int, levels: int = 3) -> list[int]:
     """Bins after each (3,1) stride-(3,1) downsampling: 1487 -> [495, 165, 55]."""
@@ -274,12 +301,11 @@ class IASSNet(nn.Module):
         x = (x - self.input_mean[:, None]) / self.input_scale[:, None]
         latent, sizes, skips = self.encoder(x)
         logits = self.activity(latent)
-        x = self.decoder(latent, sizes, skips)                    # (B, K, bins, T)
-        features = x.transpose(2, 3)                              # (B, K, T, bins)
-        x = self.last(features)                                   # (B, K, T, F)
-        x = x * self.output_scale[:, None] + self.output_mean[:, None]
-        pitch = self.pitch(features) if self.pitch is not None else None
-        return F.relu(x).transpose(2, 3), logits, pitch
+        features = self.decoder(latent, sizes, skips)             # (B, K, bins, T)
+        x = self.last.over_frequency(features)                    # (B, K, F, T)
+        x = x * self.output_scale[:, :, None] + self.output_mean[:, :, None]
+        pitch = self.pitch(features.transpose(2, 3)) if self.pitch is not None else None
+        return F.relu(x), logits, pitch
 
     def masks(self, mix_mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mix_mag (B, C, F, T) -> mask (B, K, F, T) >= 0, activity logits (B, K, T)."""
