@@ -84,18 +84,7 @@ def one_thread_cpu_fractions(names=(("iass_paper", 2), ("iass_cpu_6", 4))) -> di
         peaks = matmul_peaks(reps=6, clock=time.thread_time)
         out = {f"one_thread_cpu.{k}": v for k, v in peaks.items() if k != "onednn_bf16_gflops"}
         for name, batch in names:
-            torch.manual_seed(0)
-            model, n_fft = build(name)
-            mix = torch.rand(batch, 2, n_fft // 2 + 1, CHUNK_FRAMES)
-            target = torch.rand(batch, len(model.targets), 2, n_fft // 2 + 1, CHUNK_FRAMES)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-            def step():
-                opt.zero_grad(set_to_none=True)
-                est, logits = model.train()(mix)
-                ((est - target).pow(2).mean() + logits.mean()).backward()
-                opt.step()
-
+            _, _, _, step = setup(name, batch)
             step_flops = flops(step)
             t, _ = timed(step, reps=2, clock=time.thread_time)
             out[f"one_thread_cpu.{name}.train_step_s"] = t
@@ -150,16 +139,19 @@ def build(name: str):
     raise KeyError(name)
 
 
-def measure(name: str, batch: int, peak: float, bf16: bool = False) -> dict:
-    """Forward and training step of one model at ``batch`` 6 s chunks, as the trainer runs them
-    (fp32; with ``bf16`` also the step under bf16 autocast, ``train.precision: bf16``)."""
-    from iass.training.iass_model import optimize_for_inference
+def setup(name: str, batch: int):
+    """One model at ``batch`` random 6 s chunks: (model, mixture, forward(), step(precision)).
+    The step is the trainer's (training/train.py): forward (under bf16 autocast with
+    ``precision="bf16"``), its loss in float32 (masked MSE + the activity BCE), backward, Adam."""
+    from iass.training.losses import separation_loss
 
     torch.manual_seed(0)
     model, n_fft = build(name)
     k = len(model.targets)
     mix = torch.rand(batch, 2, n_fft // 2 + 1, CHUNK_FRAMES)
     target = torch.rand(batch, k, 2, n_fft // 2 + 1, CHUNK_FRAMES)
+    known = torch.ones(batch, k, dtype=torch.bool)
+    labels = torch.rand(batch, k, CHUNK_FRAMES).round()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def forward():
@@ -171,10 +163,19 @@ def measure(name: str, batch: int, peak: float, bf16: bool = False) -> dict:
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             est, logits = model(mix)
-        loss = (est.float() - target).pow(2).mean() + (logits.float().mean() if logits is not None else 0)
-        loss.backward()
+        separation_loss(est.float(), target, known, None if logits is None else logits.float(),
+                        labels).total.backward()
         opt.step()
 
+    return model, mix, forward, step
+
+
+def measure(name: str, batch: int, peak: float, bf16: bool = False) -> dict:
+    """Forward and training step of one model at ``batch`` 6 s chunks, as the trainer runs them
+    (fp32; with ``bf16`` also the step under bf16 autocast, ``train.precision: bf16``)."""
+    from iass.training.iass_model import optimize_for_inference
+
+    model, mix, forward, step = setup(name, batch)
     out = {"params": sum(p.numel() for p in model.parameters()), "batch": batch}
     fwd_flops, step_flops = flops(forward), flops(step)
     (t_fwd, _), (t_step, t_step_worst) = timed(forward), timed(step)

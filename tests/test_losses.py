@@ -53,6 +53,21 @@ def test_mse_ignores_unknown_targets():
     torch.testing.assert_close(masked_mse(est2, tgt, known)[0], loss)
 
 
+def test_mse_has_the_bits_of_the_squared_difference_and_its_gradient():
+    """masked_mse squares with F.mse_loss (one fused backward): the per-pair errors and the
+    estimate's gradient are bit for bit those of (estimate - target) ** 2."""
+    torch.manual_seed(2)
+    est = torch.rand(3, 4, 2, 50, 20, requires_grad=True)
+    tgt = torch.rand(3, 4, 2, 50, 20)
+    known = torch.rand(3, 4) > 0.3
+    loss, _ = masked_mse(est, tgt, known)
+    per_pair = (est - tgt).pow(2).flatten(2).mean(-1)
+    weight = known.float()
+    ref = (per_pair * weight).sum() / weight.sum().clamp_min(1.0)
+    assert torch.equal(loss, ref)
+    assert torch.equal(torch.autograd.grad(loss, est)[0], torch.autograd.grad(ref, est)[0])
+
+
 def test_without_activity_the_loss_is_the_mse():
     est, tgt = torch.rand(1, 1, 2, 3, 4), torch.rand(1, 1, 2, 3, 4)
     terms = separation_loss(est, tgt, torch.ones(1, 1, dtype=torch.bool))
