@@ -75,3 +75,30 @@ def test_flop_count_of_a_grouped_convolution_backward_is_twice_its_forward():
     with FlopCounterMode(display=False) as counter:
         F.conv2d(x1, w1, padding=1).sum().backward()
     assert flops(lambda: F.conv2d(x1, w1, padding=1).sum().backward()) == counter.get_total_flops()
+
+
+def test_profile_step_records_every_product_of_the_model_and_replays_its_flops():
+    """bench/profile_step.py: the convolutions and matrix products it records from one forward
+    (nn.Conv2d's, the transposed ones, the first skip's addmm, the frequency Linear's grouped
+    convolution) replay, forward + backward, to exactly the FLOPs of the model's own
+    forward + backward: none is missed, none counted twice."""
+    import torch
+
+    from bench.bench_model import flops
+    from bench.profile_step import _replay, record
+    from iass.training.iass_model import build_iass
+    from iass.training.presets import resolve_iass
+
+    torch.manual_seed(0)
+    cfg = resolve_iass({"preset": "tiny", "multi_target": True}, 44100, 1024)
+    model = build_iass(cfg, ["vocals", "bass"])
+    mix = torch.rand(1, 2, cfg["n_fft"] // 2 + 1, 16)
+
+    def step():
+        masks, logits = model(mix)[:2]
+        (masks.sum() + logits.sum()).backward()
+
+    calls = record(model, mix)
+    kinds = {func._opname for func, _ in calls}
+    assert kinds == {"convolution", "addmm"}
+    assert sum(_replay(func, args, reps=1)[1] for func, args in calls) == flops(step)
