@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-TRACKS, SECONDS, CHUNK_S, BATCH, WORKERS, BATCHES = 12, 30.0, 6.0, 8, 2, 40
+# 150 timed batches: 1,200 chunks, 2 - 5 s per loader and round (40 batches timed well under a
+# second of work, and the ratio moved 1.8 - 3.1 between runs on the same machine)
+TRACKS, SECONDS, CHUNK_S, BATCH, WORKERS, BATCHES, ROUNDS = 12, 30.0, 6.0, 8, 2, 150, 3
 STEMS = ["lead_vocals", "drums", "electric_bass", "other"]
 
 
@@ -133,15 +135,18 @@ def main() -> dict:
         write_bench_corpus(root)
         # alternate, so that load changes on a shared machine hit both alike
         ours_r, umx_r = [], []
-        for _ in range(2):
+        for _ in range(ROUNDS):
             ours_r.append(ours(root))
             umx_r.append(open_unmix(root, folder) if not umx_r else open_unmix_again(root, folder))
         consume = train_step_rate()
     best_ours, best_umx = max(ours_r), max(umx_r)
+    rounds = sorted(o / u for o, u in zip(ours_r, umx_r))
     return {
         "chunk_seconds": CHUNK_S, "batch": BATCH, "workers": WORKERS, "tracks": TRACKS,
         "ours_chunks_per_s": best_ours, "open_unmix_chunks_per_s": best_umx,
         "ours_vs_open_unmix": best_ours / best_umx,
+        # the same ratio round by round (each round runs both loaders back to back)
+        "ours_vs_open_unmix_rounds_min": rounds[0], "ours_vs_open_unmix_rounds_max": rounds[-1],
         "iass_cpu_train_step_chunks_per_s": consume,
         "loader_vs_training_consumption": best_ours / consume,
         "cpu_count": os.cpu_count(),
