@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -55,21 +54,14 @@ def _describe(func, args) -> str:
 
 def _replay(func, args, reps: int = 4) -> tuple[float, float]:
     """(best seconds, FLOPs) of forward + backward of one recorded product."""
-    from bench.bench_model import flops
+    from bench.bench_model import flops, timed
 
     def run():
         out = func(*args)
         if out.requires_grad:
             out.backward(torch.ones_like(out))
 
-    fl = flops(run)
-    run()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t)
-    return best, fl
+    return timed(run, reps)[0], flops(run)
 
 
 def record(model: torch.nn.Module, mix: torch.Tensor) -> list[tuple]:
@@ -96,10 +88,11 @@ def profile(name: str, batch: int, top: int = 15) -> dict:
     products_flops = sum(r[1] for r in rows)
     print(f"{name}, batch {batch}, {torch.get_num_threads()} threads; matmul peak {peak:.0f} GFLOP/s")
     print(f"{'ms':>7} {'GFLOP':>7} {'of peak':>7}  product (forward + backward, alone)")
-    for t, fl, what in sorted(rows, reverse=True)[:top]:
+    rows.sort(reverse=True)
+    for t, fl, what in rows[:top]:
         print(f"{t * 1e3:7.1f} {fl / 1e9:7.2f} {fl / t / 1e9 / peak:7.2f}  {what}")
     if len(rows) > top:
-        rest = sorted(rows, reverse=True)[top:]
+        rest = rows[top:]
         print(f"{sum(r[0] for r in rest) * 1e3:7.1f} {sum(r[1] for r in rest) / 1e9:7.2f} "
               f"{'':>7}  {len(rest)} more")
     out = {

@@ -95,8 +95,8 @@ def test_profile_step_records_every_product_of_the_model_and_replays_its_flops()
     mix = torch.rand(1, 2, cfg["n_fft"] // 2 + 1, 16)
 
     def step():
-        masks, logits = model(mix)[:2]
-        (masks.sum() + logits.sum()).backward()
+        estimates, logits = model(mix)[:2]
+        (estimates.sum() + logits.sum()).backward()
 
     calls = record(model, mix)
     kinds = {func._opname for func, _ in calls}

@@ -6,8 +6,9 @@ run directory, so a run always says which network it trained.
 
 Cost of one 6 s chunk, forward (measured by ``bench/bench_model.py``): ``paper`` ~21 GFLOP for
 one target's network; ``cpu`` (half the bins, half the channels) 4.9 GFLOP for the demo's
-six-target network (one U-Net, six output layers). The decoder's convolutions at full resolution and the bins -> output
-bins linear layer dominate; docs/speed.md says where a training step's time goes.
+six-target network (one U-Net, six output layers). The decoder's convolutions at full
+resolution and the bins -> output bins linear layer dominate; docs/speed.md says where a
+training step's time goes.
 """
 from __future__ import annotations
 
