@@ -9,8 +9,8 @@ activations, the mask, the loss, Adam).
 The products are recorded from one training-mode forward (a ``TorchDispatchMode`` sees each
 ``aten.convolution`` / ``addmm`` / ``mm`` with its arguments, whichever module or function called
 it) and replayed one by one, so a product computed outside ``nn.Conv2d`` is counted too. Timed
-alone, a product finds its operands warmer in cache than inside the step: the "rest" is a lower
-bound. Each time is the best of 4 after a warm-up; FLOPs as bench_model counts them.
+alone, a product finds its operands warmer in cache than inside the step, so the products' sum
+is on the short side and the "rest" (the step less that sum) an upper bound. Each time is the best of 4 after a warm-up; FLOPs as bench_model counts them.
 """
 from __future__ import annotations
 
