@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iass.training.iass_model import BatchNorm2d, IASSNet, pointwise_from_one_channel, transposed_conv3x3
+from iass.training.iass_model import (BatchNorm2d, IASSNet, frequency_upsampling, pointwise_from_one_channel,
+                                     transposed_conv3x3)
 
 CL = torch.channels_last
 
@@ -75,6 +76,27 @@ def test_first_skip_as_a_matrix_product_equals_the_convolution():
     gb = torch.autograd.grad((b * g).sum(), [x, conv.weight, conv.bias])
     for u, v in zip(ga, gb):
         assert u.shape == v.shape and rel(v, u) < 1e-5
+
+
+@pytest.mark.parametrize("extra", [0, 1, 2])
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+def test_frequency_upsampling_equals_the_transposed_module(extra, layout):
+    """The decoder's (3, 1) stride-(3, 1) upsampling as a 1x1 convolution + rearrangement: the
+    module's output to the last bit (each output is one input bin's dot product, in the same
+    order), rows beyond 3 x bins (``output_size``) filled with the bias as the module fills them;
+    input, weight and bias gradients to float rounding."""
+    torch.manual_seed(5)
+    conv = torch.nn.ConvTranspose2d(6, 5, kernel_size=(3, 1), stride=(3, 1)).to(memory_format=CL)
+    x = torch.randn(2, 6, 11, 7).contiguous(memory_format=layout).requires_grad_()
+    size = torch.Size((2, 9, 33 + extra, 7))
+    a, b = conv(x, output_size=size[-2:]), frequency_upsampling(conv, x, size)
+    assert b.shape == a.shape == (2, 5, 33 + extra, 7) and b.is_contiguous(memory_format=CL)
+    assert torch.equal(a, b)
+    g = torch.randn(a.shape)
+    ga = torch.autograd.grad((a * g).sum(), [x, conv.weight, conv.bias])
+    gb = torch.autograd.grad((b * g).sum(), [x, conv.weight, conv.bias])
+    for u, v in zip(ga, gb):
+        assert u.shape == v.shape and rel(v, u) < 1e-6
 
 
 @pytest.mark.parametrize("n_targets", [1, 3])
