@@ -3,8 +3,9 @@ chunks, parameter counts, FLOPs (torch's FlopCounterMode) and achieved GFLOP/s a
 this machine's float32 matmul peak measured in the same process (the better of MKL's sgemm and
 oneDNN's; both reported), with the CPU's name, torch's kernel ISA and, where the CPU has bf16
 instructions, the step under bf16 autocast too. Threads: the cores this process may use; memory
-as the trainer keeps it (``keep_freed_memory``). Each time is the best of 3 after a warm-up;
-``*_spread`` is worst/best (the load of other processes).
+as the trainer keeps it (``keep_freed_memory``). Each time is the best of 5 after a warm-up (a
+shared VM's speed moves by ~10 % from step to step); ``*_spread`` is worst/best (the load of
+other processes).
 
     python -m bench model            # or: python bench/bench_model.py
 """
@@ -38,7 +39,7 @@ def matmul_peaks(n: int = 2048, reps: int = 10, clock=time.perf_counter) -> dict
     MKL's sgemm reaches about half of oneDNN's, so the reference is the better of the two; both
     are reported. Also bf16 (oneDNN) where the CPU has bf16 instructions (not the reference)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    x, w = b.reshape(1, n, n, 1), a.reshape(n, n, 1, 1)
+    x, w = product_as_convolution(a, b)
     flop = 2 * n**3
     out = {"mkl_sgemm_gflops": 0.0, "onednn_fp32_gflops": 0.0}
     for _ in range(2):   # interleaved: a burst of load elsewhere hits both
@@ -52,6 +53,16 @@ def matmul_peaks(n: int = 2048, reps: int = 10, clock=time.perf_counter) -> dict
     return out
 
 
+def product_as_convolution(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, w) such that ``conv2d(x, w)`` is ``a @ b`` (n x n) as a 1x1 convolution of a batch of
+    16 images, n channels and n / 16 pixels each: ``conv2d(x, w)[i, :, p, 0] == (a @ b)[:, i n/16
+    + p]``. A batch of 16, not 1: with one image and one thread torch runs a 1x1 convolution
+    through its own im2col + MKL sgemm path instead of oneDNN (``ONEDNN_VERBOSE=1`` shows no
+    primitive), and a one-thread "oneDNN" peak would be MKL's again."""
+    n = a.shape[0]
+    return b.reshape(n, 16, n // 16, 1).transpose(0, 1).contiguous(), a.reshape(n, n, 1, 1)
+
+
 def cpu_has_bf16() -> bool:
     """The CPU computes bfloat16 natively (AVX512_BF16 / AMX): bf16 autocast can pay."""
     try:
@@ -61,7 +72,7 @@ def cpu_has_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def timed(fn, reps: int = 3, clock=time.perf_counter) -> tuple[float, float]:
+def timed(fn, reps: int = 5, clock=time.perf_counter) -> tuple[float, float]:
     """(best, worst) seconds of ``reps`` calls after a warm-up (allocator, oneDNN primitive
     cache): the best is the machine's speed, worst/best the load's spread."""
     fn()

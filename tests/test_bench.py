@@ -102,3 +102,18 @@ def test_profile_step_records_every_product_of_the_model_and_replays_its_flops()
     kinds = {func._opname for func, _ in calls}
     assert kinds == {"convolution", "addmm"}
     assert sum(_replay(func, args, reps=1)[1] for func, args in calls) == flops(step)
+
+
+def test_the_onednn_peak_computes_the_same_product_as_the_mkl_one():
+    """bench_model's oneDNN reference is a @ b itself, laid out as a batch of 16 1x1-convolved
+    images (the layout torch sends to oneDNN at any thread count)."""
+    import torch
+
+    from bench.bench_model import product_as_convolution
+
+    torch.manual_seed(0)
+    a, b = torch.randn(64, 64), torch.randn(64, 64)
+    x, w = product_as_convolution(a, b)
+    y = torch.nn.functional.conv2d(x, w)
+    assert y.shape == (16, 64, 4, 1)
+    assert torch.allclose(y[..., 0].permute(1, 0, 2).reshape(64, 64), a @ b, atol=1e-4)
