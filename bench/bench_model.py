@@ -63,6 +63,42 @@ def product_as_convolution(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tens
     return b.reshape(n, 16, n // 16, 1).transpose(0, 1).contiguous(), a.reshape(n, n, 1, 1)
 
 
+def peak_sampler(peaks: dict, n: int = 2048):
+    """A function that times one n x n product with the library that gave ``peaks`` its
+    ``matmul_peak_gflops`` and returns its GFLOP/s: the peak sampled between a model's timed
+    steps (:func:`timed_with_peak`)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    if peaks["onednn_fp32_gflops"] >= peaks["mkl_sgemm_gflops"]:
+        x, w = product_as_convolution(a, b)
+        product = lambda: torch.nn.functional.conv2d(x, w)   # noqa: E731
+    else:
+        product = lambda: a @ b                               # noqa: E731
+    product()
+
+    def sample() -> float:
+        t = time.perf_counter()
+        product()
+        return 2 * n**3 / (time.perf_counter() - t) / 1e9
+    return sample
+
+
+def timed_with_peak(fn, sample_peak, reps: int = 5) -> tuple[float, float, float]:
+    """(best, worst) seconds of ``reps`` calls of ``fn`` after a warm-up, and the best matmul
+    GFLOP/s sampled before each call and after the last: the reference measured in the same
+    seconds as the model. A shared VM's speed drifts over a bench (one run: Open-Unmix's step 27 %
+    slower than 12 minutes before, against a peak measured at the start that was 8 % higher);
+    this ratio moves with the machine, one against a peak from another minute does not."""
+    fn()
+    times, peaks = [], []
+    for _ in range(reps):
+        peaks.append(sample_peak())
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    peaks.append(sample_peak())
+    return min(times), max(times), max(peaks)
+
+
 def cpu_has_bf16() -> bool:
     """The CPU computes bfloat16 natively (AVX512_BF16 / AMX): bf16 autocast can pay."""
     try:
@@ -181,15 +217,21 @@ def setup(name: str, batch: int):
     return model, mix, forward, step
 
 
-def measure(name: str, batch: int, peak: float, bf16: bool = False) -> dict:
+def measure(name: str, batch: int, peak: float, bf16: bool = False, sample_peak=None) -> dict:
     """Forward and training step of one model at ``batch`` 6 s chunks, as the trainer runs them
-    (fp32; with ``bf16`` also the step under bf16 autocast, ``train.precision: bf16``)."""
+    (fp32; with ``bf16`` also the step under bf16 autocast, ``train.precision: bf16``). Fractions
+    are of ``peak`` (measured once, at the bench's start); with ``sample_peak`` the steps are also
+    timed against the peak sampled between them (``*_window_peak_fraction``)."""
     from iass.training.iass_model import optimize_for_inference
 
     model, mix, forward, step = setup(name, batch)
     out = {"params": sum(p.numel() for p in model.parameters()), "batch": batch}
     fwd_flops, step_flops = flops(forward), flops(step)
-    (t_fwd, _), (t_step, t_step_worst) = timed(forward), timed(step)
+    t_fwd, _ = timed(forward)
+    if sample_peak is None:
+        (t_step, t_step_worst), window = timed(step), None
+    else:
+        t_step, t_step_worst, window = timed_with_peak(step, sample_peak)
     out.update({
         "forward_gflop_per_chunk": fwd_flops / batch / 1e9,
         "forward_s": t_fwd, "forward_gflops": fwd_flops / t_fwd / 1e9,
@@ -198,10 +240,18 @@ def measure(name: str, batch: int, peak: float, bf16: bool = False) -> dict:
     })
     out["forward_peak_fraction"] = out["forward_gflops"] / peak
     out["train_step_peak_fraction"] = out["train_step_gflops"] / peak
+    if window:
+        out["train_step_window_peak_gflops"] = window
+        out["train_step_window_peak_fraction"] = out["train_step_gflops"] / window
     if bf16:   # the same FLOPs in bf16, against the fp32 peak
-        t_bf16, worst = timed(lambda: step("bf16"))
+        if sample_peak is None:
+            (t_bf16, worst), window = timed(lambda: step("bf16")), None
+        else:
+            t_bf16, worst, window = timed_with_peak(lambda: step("bf16"), sample_peak)
         out.update({"train_step_bf16_s": t_bf16, "train_step_bf16_spread": worst / t_bf16,
                     "train_step_bf16_peak_fraction": step_flops / t_bf16 / 1e9 / peak})
+        if window:
+            out["train_step_bf16_window_peak_fraction"] = step_flops / t_bf16 / 1e9 / window
     if name.startswith("iass"):  # eval path used by inference: BN folded + channels-last
         fast = optimize_for_inference(copy.deepcopy(model))
 
@@ -225,11 +275,12 @@ def main() -> dict:
     try:
         peaks = matmul_peaks()
         peak = peaks["matmul_peak_gflops"]
+        sample_peak = peak_sampler(peaks)
         bf16 = cpu_has_bf16()
         results: dict = {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                          "cpu_bf16": bf16, "torch_threads": torch.get_num_threads(), **peaks}
         for name, batch in (("iass_paper", 2), ("umx_512", 2), ("iass_cpu_6", 4), ("umx_128_6", 4)):
-            r = measure(name, batch, peak, bf16=bf16 and name.startswith("iass"))
+            r = measure(name, batch, peak, bf16=bf16 and name.startswith("iass"), sample_peak=sample_peak)
             for key, value in r.items():
                 results[f"{name}.{key}"] = value
             print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, flush=True)

@@ -117,3 +117,39 @@ def test_the_onednn_peak_computes_the_same_product_as_the_mkl_one():
     y = torch.nn.functional.conv2d(x, w)
     assert y.shape == (16, 64, 4, 1)
     assert torch.allclose(y[..., 0].permute(1, 0, 2).reshape(64, 64), a @ b, atol=1e-4)
+
+
+def test_timed_with_peak_samples_the_reference_around_every_timed_call():
+    """The window peak is sampled before each timed call and after the last (reps + 1 samples,
+    interleaved with the calls), and the best of them is returned with the best and worst call."""
+    from bench.bench_model import timed_with_peak
+
+    calls: list[str] = []
+    samples = iter([100.0, 300.0, 200.0, 250.0])
+
+    def step():
+        calls.append("step")
+
+    def sample():
+        calls.append("peak")
+        return next(samples)
+
+    best, worst, window = timed_with_peak(step, sample, reps=3)
+    assert calls == ["step", "peak", "step", "peak", "step", "peak", "step", "peak"]
+    assert window == 300.0 and 0 <= best <= worst
+
+
+def test_peak_sampler_times_the_better_library(monkeypatch):
+    """oneDNN's product is a convolution, MKL's a matmul: the sampler runs the one that gave the
+    bench its peak."""
+    import torch
+
+    from bench.bench_model import peak_sampler
+
+    convs = []
+    conv2d = torch.nn.functional.conv2d
+    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda *a, **k: convs.append(1) or conv2d(*a, **k))
+    sample = peak_sampler({"onednn_fp32_gflops": 2.0, "mkl_sgemm_gflops": 1.0}, n=64)
+    assert sample() > 0 and len(convs) == 2          # the warm-up and the sample
+    sample = peak_sampler({"onednn_fp32_gflops": 1.0, "mkl_sgemm_gflops": 2.0}, n=64)
+    assert sample() > 0 and len(convs) == 2          # MKL: no convolution
