@@ -4,13 +4,14 @@ whole network against float64."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from iass.training.iass_model import (BatchNorm2d, IASSNet, frequency_upsampling, pointwise_from_one_channel,
-                                     transposed_conv3x3)
+from iass.training.iass_model import (BatchNorm2d, IASSNet, frequency_upsampling, narrow_batch_norm_backward,
+                                     pointwise_from_one_channel, transposed_conv3x3)
 
 CL = torch.channels_last
 
@@ -47,6 +48,38 @@ def test_channels_last_batchnorm_keeps_exact_statistics_where_one_pass_loses_the
     ours.eval()   # eval mode: nn.BatchNorm2d's own path on the running statistics
     ref.eval()
     assert rel(ours(x), ref(x.double())) < 5e-6
+
+
+@pytest.mark.parametrize("channels,shape", [(4, (2, 30, 16)), (8, (3, 20, 10)), (12, (2, 12, 8)),
+                                            (12, (1, 5, 7)), (16, (2, 10, 6)), (24, (2, 10, 6))])
+def test_batchnorm_backward_matches_float64_at_every_channel_count(channels, shape):
+    """Below 16 channels the backward runs as per-column sums over a 16-float-wide view of the
+    channels-last memory (narrow_batch_norm_backward); 16 and more, and a pixel count the view
+    cannot tile (12 channels x 35 pixels), take torch's kernel. Mean 5 against spread 1: input,
+    weight and bias gradients against float64 either way."""
+    b, h, w = shape
+    torch.manual_seed(channels)
+    x = (torch.randn(b, channels, h, w) + 5).contiguous(memory_format=CL)
+    grad = torch.randn(b, channels, h, w).contiguous(memory_format=CL)
+    ours = BatchNorm2d(channels, momentum=0.1)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+    ref = copy.deepcopy(ours).double()
+    xo, xr = x.clone().requires_grad_(), x.double().contiguous().requires_grad_()
+    ours(xo).backward(grad)
+    ref(xr).backward(grad.double())
+    assert xo.grad.is_contiguous(memory_format=CL)
+    assert rel(xo.grad, xr.grad) < 1e-5
+    assert rel(ours.weight.grad, ref.weight.grad) < 1e-4
+    assert rel(ours.bias.grad, ref.bias.grad) < 1e-5
+    flat = x.permute(0, 2, 3, 1).reshape(-1, channels)
+    mean = flat.mean(0)
+    invstd = torch.rsqrt((flat - mean).square().mean(0) + 1e-5)
+    narrow = narrow_batch_norm_backward(grad, x, ours.weight.detach(), mean, invstd)
+    tiles = channels < 16 and (b * h * w) % (16 // math.gcd(channels, 16)) == 0
+    assert (narrow is not None) == tiles
+    if narrow is not None:   # the narrow path's own gradients, as the module returned them
+        assert rel(narrow[1], ref.weight.grad) < 1e-5 and rel(narrow[2], ref.bias.grad) < 1e-6
 
 
 def test_transposed_conv3x3_equals_the_module():

@@ -18,10 +18,11 @@ Structure from the authors' code (biboamy/Source_Separation_Inst, ``model.py`` c
 Speed on CPU (the math is the authors'): the convolution weights, hence every activation, are
 channels-last (oneDNN's native layout); the decoder's stride-1 3x3 transposed convolutions run as
 the equal convolutions (:func:`transposed_conv3x3`); training-mode BatchNorm on channels-last
-input keeps exact statistics (:class:`BatchNorm2d`); the first block's 1x1 skip of the one-channel
-input is a matrix product (:func:`pointwise_from_one_channel`); the decoder's (3, 1) frequency
-upsampling is a 1x1 convolution and a rearrangement (:func:`frequency_upsampling`); the frequency
-Linear is a grouped
+input keeps exact statistics (:class:`BatchNorm2d`), and below 16 channels takes its backward
+from per-column sums over a wider view of the same memory (:func:`narrow_batch_norm_backward`);
+the first block's 1x1 skip of the one-channel input is a matrix product
+(:func:`pointwise_from_one_channel`); the decoder's (3, 1) frequency upsampling is a 1x1
+convolution and a rearrangement (:func:`frequency_upsampling`); the frequency Linear is a grouped
 1x1 convolution that writes the mask in the (B, K, F, T) layout the mask and loss read
 (:meth:`TargetLinear.over_frequency`). Outputs equal the contiguous layout's to float rounding
 (bench/bench_model.py measures the step).
@@ -75,9 +76,42 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad, _mean, _var):
         x, weight, mean, invstd = ctx.saved_tensors
+        narrow = narrow_batch_norm_backward(grad, x, weight, mean, invstd)
+        if narrow is not None:
+            dx, dw, db = narrow
+            return (dx if ctx.needs_input_grad[0] else None, dw if ctx.needs_input_grad[1] else None,
+                    db if ctx.needs_input_grad[2] else None, None)
         dx, dw, db = torch.ops.aten.native_batch_norm_backward(
             grad, x, weight, None, None, mean, invstd, True, ctx.eps, list(ctx.needs_input_grad[:3]))
         return dx, dw, db, None
+
+
+def narrow_batch_norm_backward(grad, x, weight, mean, invstd):
+    """Training-mode BatchNorm backward of channels-last float32 ``x`` with fewer channels than
+    one 16-float vector, or None where that does not apply. torch's channels-last CPU kernel
+    runs such layers 3-15x slower than its contiguous one (4 channels x 744 bins x batch 4:
+    10.7 ms against 0.7). The same memory read as rows of 16 / gcd(C, 16) pixels (a multiple of
+    16 floats wide) gives vectorised per-column sums, folded back to the C channels:
+    dx = w invstd (g - sum(g) / n - (x - mean) invstd^2 sum(g (x - mean)) / n), dw = invstd
+    sum(g (x - mean)), db = sum(g). The IASS cpu preset's step is ~7 % faster, the paper's ~2 %;
+    the weight and bias gradients are closer to float64 than the kernel's (1e-7 against 1e-5)."""
+    c = x.shape[1]
+    k = 16 // math.gcd(c, 16)
+    n = x.numel() // c
+    if (c >= 16 or n % k or x.dtype != torch.float32 or grad.dtype != torch.float32
+            or not x.is_contiguous(memory_format=torch.channels_last)
+            or not grad.is_contiguous(memory_format=torch.channels_last)):
+        return None
+    g = grad.permute(0, 2, 3, 1).reshape(n // k, k * c)    # views of channels-last memory
+    centred = x.permute(0, 2, 3, 1).reshape(n // k, k * c) - mean.repeat(k)
+    sum_g = g.sum(0).view(k, c).sum(0)
+    sum_gx = (centred * g).sum(0).view(k, c).sum(0)
+    scale = weight * invstd
+    coef = -scale * sum_gx * invstd * invstd / n
+    dx = torch.addcmul((-scale * sum_g / n).repeat(k), centred, coef.repeat(k))
+    dx.addcmul_(g, scale.repeat(k))
+    b, _, h, w = x.shape
+    return dx.view(b, h, w, c).permute(0, 3, 1, 2), sum_gx * invstd, sum_g
 
 
 class BatchNorm2d(nn.BatchNorm2d):
