@@ -93,7 +93,7 @@ def narrow_batch_norm_backward(grad, x, weight, mean, invstd):
     10.7 ms against 0.7). The same memory read as rows of 16 / gcd(C, 16) pixels (a multiple of
     16 floats wide) gives vectorised per-column sums, folded back to the C channels:
     dx = w invstd (g - sum(g) / n - (x - mean) invstd^2 sum(g (x - mean)) / n), dw = invstd
-    sum(g (x - mean)), db = sum(g). The IASS cpu preset's step is ~7 % faster, the paper's ~2 %;
+    sum(g (x - mean)), db = sum(g). The IASS cpu preset's step is ~7 % faster, the paper's 1-2 %;
     the weight and bias gradients are closer to float64 than the kernel's (1e-7 against 1e-5)."""
     c = x.shape[1]
     k = 16 // math.gcd(c, 16)
@@ -148,9 +148,9 @@ def frequency_upsampling(conv: nn.ConvTranspose2d, x: torch.Tensor, size) -> tor
     on the coarse grid, whose channels-last memory (b, f, t, k, o) is then rearranged to
     (b, 3f + k, t, o); the rows beyond 3f that ``output_size`` asks for get the bias, as the
     module gives them. oneDNN's transposed convolution is slow here: the paper's 16-channel
-    upsampling takes ~30 ms forward + backward at batch 2 against ~20 ms this way (the step
-    ~2.5 % faster; bench/profile_step.py). Same parameters (the state dict stays the module's);
-    the output equals the module's exactly, gradients to float rounding."""
+    upsampling takes ~30 ms forward + backward at batch 2 against ~20 ms this way (the fp32 step
+    ~2.5 % faster, the bf16 autocast step ~27 %; docs/speed.md). Same parameters (the state dict
+    stays the module's); the output equals the module's exactly, gradients to float rounding."""
     b, c, f, t = x.shape
     o = conv.out_channels
     w = conv.weight[..., 0].permute(2, 1, 0).reshape(3 * o, c, 1, 1)   # (in, out, k) -> (k, out)
