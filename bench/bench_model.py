@@ -39,13 +39,12 @@ def matmul_peaks(n: int = 2048, reps: int = 10, clock=time.perf_counter) -> dict
     MKL's sgemm reaches about half of oneDNN's, so the reference is the better of the two; both
     are reported. Also bf16 (oneDNN) where the CPU has bf16 instructions (not the reference)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    x, w = product_as_convolution(a, b)
+    products = fp32_products(a, b)
     flop = 2 * n**3
     out = {"mkl_sgemm_gflops": 0.0, "onednn_fp32_gflops": 0.0}
     for _ in range(2):   # interleaved: a burst of load elsewhere hits both
-        out["mkl_sgemm_gflops"] = max(out["mkl_sgemm_gflops"], _best_gflops(lambda: a @ b, flop, reps // 2, clock))
-        out["onednn_fp32_gflops"] = max(out["onednn_fp32_gflops"],
-                                        _best_gflops(lambda: torch.nn.functional.conv2d(x, w), flop, reps // 2, clock))
+        for key, product in products.items():
+            out[key] = max(out[key], _best_gflops(product, flop, reps // 2, clock))
     out["matmul_peak_gflops"] = max(out["mkl_sgemm_gflops"], out["onednn_fp32_gflops"])
     if cpu_has_bf16():
         ab, bb = a.bfloat16(), b.bfloat16()
@@ -63,16 +62,20 @@ def product_as_convolution(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tens
     return b.reshape(n, 16, n // 16, 1).transpose(0, 1).contiguous(), a.reshape(n, n, 1, 1)
 
 
+def fp32_products(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """``a @ b`` by each library, keyed as :func:`matmul_peaks` reports them: MKL's sgemm and
+    oneDNN's 1x1 convolution (:func:`product_as_convolution`)."""
+    x, w = product_as_convolution(a, b)
+    return {"mkl_sgemm_gflops": lambda: a @ b,
+            "onednn_fp32_gflops": lambda: torch.nn.functional.conv2d(x, w)}
+
+
 def peak_sampler(peaks: dict, n: int = 2048):
     """A function that times one n x n product with the library that gave ``peaks`` its
     ``matmul_peak_gflops`` and returns its GFLOP/s: the peak sampled between a model's timed
     steps (:func:`timed_with_peak`)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    if peaks["onednn_fp32_gflops"] >= peaks["mkl_sgemm_gflops"]:
-        x, w = product_as_convolution(a, b)
-        product = lambda: torch.nn.functional.conv2d(x, w)   # noqa: E731
-    else:
-        product = lambda: a @ b                               # noqa: E731
+    products = fp32_products(torch.randn(n, n), torch.randn(n, n))
+    product = products[max(products, key=lambda key: (peaks[key], key == "onednn_fp32_gflops"))]  # a tie: oneDNN
     product()
 
     def sample() -> float:
@@ -217,21 +220,18 @@ def setup(name: str, batch: int):
     return model, mix, forward, step
 
 
-def measure(name: str, batch: int, peak: float, bf16: bool = False, sample_peak=None) -> dict:
+def measure(name: str, batch: int, peak: float, sample_peak, bf16: bool = False) -> dict:
     """Forward and training step of one model at ``batch`` 6 s chunks, as the trainer runs them
     (fp32; with ``bf16`` also the step under bf16 autocast, ``train.precision: bf16``). Fractions
-    are of ``peak`` (measured once, at the bench's start); with ``sample_peak`` the steps are also
-    timed against the peak sampled between them (``*_window_peak_fraction``)."""
+    are of ``peak`` (measured once, at the bench's start); the steps also against the peak
+    ``sample_peak`` measures between them (``*_window_peak_fraction``)."""
     from iass.training.iass_model import optimize_for_inference
 
     model, mix, forward, step = setup(name, batch)
     out = {"params": sum(p.numel() for p in model.parameters()), "batch": batch}
     fwd_flops, step_flops = flops(forward), flops(step)
     t_fwd, _ = timed(forward)
-    if sample_peak is None:
-        (t_step, t_step_worst), window = timed(step), None
-    else:
-        t_step, t_step_worst, window = timed_with_peak(step, sample_peak)
+    t_step, t_step_worst, window = timed_with_peak(step, sample_peak)
     out.update({
         "forward_gflop_per_chunk": fwd_flops / batch / 1e9,
         "forward_s": t_fwd, "forward_gflops": fwd_flops / t_fwd / 1e9,
@@ -240,18 +240,13 @@ def measure(name: str, batch: int, peak: float, bf16: bool = False, sample_peak=
     })
     out["forward_peak_fraction"] = out["forward_gflops"] / peak
     out["train_step_peak_fraction"] = out["train_step_gflops"] / peak
-    if window:
-        out["train_step_window_peak_gflops"] = window
-        out["train_step_window_peak_fraction"] = out["train_step_gflops"] / window
+    out["train_step_window_peak_gflops"] = window
+    out["train_step_window_peak_fraction"] = out["train_step_gflops"] / window
     if bf16:   # the same FLOPs in bf16, against the fp32 peak
-        if sample_peak is None:
-            (t_bf16, worst), window = timed(lambda: step("bf16")), None
-        else:
-            t_bf16, worst, window = timed_with_peak(lambda: step("bf16"), sample_peak)
+        t_bf16, worst, window = timed_with_peak(lambda: step("bf16"), sample_peak)
         out.update({"train_step_bf16_s": t_bf16, "train_step_bf16_spread": worst / t_bf16,
-                    "train_step_bf16_peak_fraction": step_flops / t_bf16 / 1e9 / peak})
-        if window:
-            out["train_step_bf16_window_peak_fraction"] = step_flops / t_bf16 / 1e9 / window
+                    "train_step_bf16_peak_fraction": step_flops / t_bf16 / 1e9 / peak,
+                    "train_step_bf16_window_peak_fraction": step_flops / t_bf16 / 1e9 / window})
     if name.startswith("iass"):  # eval path used by inference: BN folded + channels-last
         fast = optimize_for_inference(copy.deepcopy(model))
 
@@ -280,7 +275,7 @@ def main() -> dict:
         results: dict = {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                          "cpu_bf16": bf16, "torch_threads": torch.get_num_threads(), **peaks}
         for name, batch in (("iass_paper", 2), ("umx_512", 2), ("iass_cpu_6", 4), ("umx_128_6", 4)):
-            r = measure(name, batch, peak, bf16=bf16 and name.startswith("iass"), sample_peak=sample_peak)
+            r = measure(name, batch, peak, sample_peak, bf16=bf16 and name.startswith("iass"))
             for key, value in r.items():
                 results[f"{name}.{key}"] = value
             print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
